@@ -1,0 +1,75 @@
+"""Shared parts of the detectors: parameter checks, repr/clone, the failure-mode base class."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, ClassVar
+
+from detectors.alarm import Alarm, Severity
+from detectors.protocol import EventLike
+
+
+def check_param(ok: bool, name: str, expected: str, value: object) -> None:
+    """Raise ``ValueError`` naming the parameter and its valid values unless ``ok``."""
+    if not ok:
+        raise ValueError(f"{name} must be {expected}, got {value!r}")
+
+
+class _Base:
+    """Constructor arguments are stored under their own names; ``repr`` and ``clone`` use them."""
+
+    __slots__ = ()
+
+    def _get_params(self) -> dict[str, Any]:
+        names = inspect.signature(type(self)).parameters
+        return {name: getattr(self, name) for name in names}
+
+    def clone(self) -> Any:
+        """A new instance with the same parameters and fresh state."""
+        return type(self)(**self._get_params())
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self._get_params().items())
+        return f"{type(self).__name__}({args})"
+
+
+class _FailureModeDetector(_Base):
+    """A detector of one failure mode: events in, at most one :class:`Alarm` per update.
+
+    Subclasses set ``detector_id`` and ``severity`` (the default severity of their alarms),
+    implement ``update``, ``active``, ``statistic`` and ``threshold``, and clear ``_alarm``
+    at the start of every update so that ``alarm`` belongs to the update that raised it.
+    ``budgeted`` says whether the constructor takes a false-alarm budget ``arl0`` (the bank
+    shares its budget among those detectors only).
+    """
+
+    __slots__ = ("_alarm",)
+
+    detector_id: ClassVar[str]
+    severity: ClassVar[Severity]
+    budgeted: ClassVar[bool] = True
+
+    _alarm: Alarm | None
+
+    def update(self, event: EventLike) -> None:
+        raise NotImplementedError
+
+    @property
+    def alarm(self) -> Alarm | None:
+        """The alarm raised by the latest update, else ``None``."""
+        return self._alarm
+
+    @property
+    def active(self) -> bool:
+        """Whether the condition behind the latest alarm still holds (used to resolve alerts)."""
+        raise NotImplementedError
+
+    @property
+    def statistic(self) -> float:
+        """The current test statistic."""
+        raise NotImplementedError
+
+    @property
+    def threshold(self) -> float:
+        """The bound the statistic is compared against."""
+        raise NotImplementedError

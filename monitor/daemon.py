@@ -1,0 +1,209 @@
+"""The daemon: consume rollout events from Kafka, detect, export, alert, commit.
+
+Offsets are committed only after the events they cover are fully processed. A commit:
+
+1. flushes the dead-letter producer, so refused messages are durable;
+2. (alerts are already handed to the delivery queue by the pipeline);
+3. commits, per partition, the offset after the last processed message.
+
+It runs when ``commit_every_seconds`` has passed, on partition revoke (for the revoked
+partitions, before they are released), and on clean stop. After an unhandled failure nothing
+is committed: the events are processed again by the next consumer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Mapping
+from types import FrameType
+
+from monitor.alertmanager import AlertmanagerClient
+from monitor.alerts import AlertsFile, AlertSink, AlertTracker
+from monitor.config import Settings
+from monitor.http import MonitorHTTPServer
+from monitor.metrics import ConsumerState, build_registry
+from monitor.pipeline import Pipeline
+from monitor.source import (
+    DeadLetterSink,
+    RawMessage,
+    Source,
+    TopicPartition,
+    make_dead_letter_sink,
+    make_source,
+)
+
+log = logging.getLogger(__name__)
+
+
+class Daemon:
+    """One consumer-group member: owns the source, the pipeline and the endpoints."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._stopping = False
+        self._pending: dict[TopicPartition, int] = {}
+        self._last_commit = time.monotonic()
+        self.source: Source | None = None
+        self.dead_letter: DeadLetterSink | None = None
+        self.pipeline: Pipeline | None = None
+        self.http: MonitorHTTPServer | None = None
+
+    # -- control ---------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Ask the loop to finish the current batch, commit and return."""
+        self._stopping = True
+
+    def install_signal_handlers(self) -> None:
+        def handle(signum: int, frame: FrameType | None) -> None:
+            if self._stopping and signum == signal.SIGINT:
+                raise KeyboardInterrupt  # a second Ctrl+C aborts
+            log.info("received %s, stopping after the current batch", signal.Signals(signum).name)
+            self.stop()
+
+        signal.signal(signal.SIGTERM, handle)
+        signal.signal(signal.SIGINT, handle)
+
+    def readiness(self) -> tuple[bool, str]:
+        source = self.source
+        if source is None:
+            return False, "starting"
+        if not source.connected:
+            return False, "broker unreachable"
+        if not source.assignment():
+            return False, "no partitions assigned"
+        return True, "ready"
+
+    # -- the loop --------------------------------------------------------------------------
+    def run(self) -> int:
+        s = self.settings
+        with contextlib.ExitStack() as stack:
+            sinks: list[AlertSink] = []
+            client = self._alert_client()
+            if client is not None:
+                sinks.append(client.start())
+                stack.callback(client.close)
+            if s.alertmanager.alerts_file is not None:
+                alerts_file = AlertsFile(s.alertmanager.alerts_file)
+                sinks.append(alerts_file)
+                stack.callback(alerts_file.close)
+            tracker = AlertTracker(
+                s.detectors.resolve_after_seconds, s.alertmanager.runbook_base_url, sinks
+            )
+            extra = s.kafka.client_config()
+            self.dead_letter = make_dead_letter_sink(
+                s.kafka.backend, s.kafka.bootstrap_servers, s.kafka.dead_letter_topic, extra
+            )
+            stack.callback(self.dead_letter.flush, 10.0)
+            self.pipeline = Pipeline(s.pipeline, s.detectors, tracker, self.dead_letter)
+            self.source = make_source(
+                s.kafka.backend,
+                s.kafka.bootstrap_servers,
+                list(s.kafka.topics),
+                s.kafka.group_id,
+                on_assign=self._on_assign,
+                on_revoke=self._on_revoke,
+                extra_config=extra,
+            )
+            stack.callback(self.source.close)
+            self._start_http(client)
+            stack.callback(self._close_http)
+            log.info("consuming %s as group %s", ",".join(s.kafka.topics), s.kafka.group_id)
+            self._loop()
+            self._commit("stop")
+        log.info("stopped")
+        return 0
+
+    def _loop(self) -> None:
+        assert self.source is not None and self.pipeline is not None
+        settings = self.settings.pipeline
+        while not self._stopping:
+            batch = self.source.poll_batch(settings.batch_max_events, settings.batch_max_seconds)
+            if batch:
+                self.pipeline.process_messages(batch)
+                self._track(batch)
+            else:
+                self.pipeline.end_batch()
+            if time.monotonic() - self._last_commit >= settings.commit_every_seconds:
+                self._commit("interval")
+
+    def _track(self, batch: list[RawMessage]) -> None:
+        pending = self._pending
+        for msg in batch:
+            key = (msg.topic, msg.partition)
+            if msg.offset + 1 > pending.get(key, -1):
+                pending[key] = msg.offset + 1
+
+    def _commit(self, why: str, only: list[TopicPartition] | None = None) -> None:
+        self._last_commit = time.monotonic()
+        if not self._pending or self.source is None:
+            return
+        offsets: Mapping[TopicPartition, int] = (
+            dict(self._pending)
+            if only is None
+            else {tp: o for tp, o in self._pending.items() if tp in set(only)}
+        )
+        if not offsets:
+            return
+        if self.dead_letter is not None:
+            remaining = self.dead_letter.flush(10.0)
+            if remaining:
+                log.error("dead-letter flush left %d messages; not committing", remaining)
+                return
+        self.source.commit(offsets)
+        for tp in offsets:
+            self._pending.pop(tp, None)
+        log.debug("committed %s (%s)", offsets, why)
+
+    # -- rebalance hooks (called from inside poll) -----------------------------------------
+    def _on_assign(self, partitions: list[TopicPartition]) -> None:
+        log.info("assigned %s", partitions)
+
+    def _on_revoke(self, partitions: list[TopicPartition]) -> None:
+        log.info("revoked %s; committing their processed offsets", partitions)
+        self._commit("revoke", only=partitions)
+
+    # -- endpoints -------------------------------------------------------------------------
+    def _alert_client(self) -> AlertmanagerClient | None:
+        am = self.settings.alertmanager
+        if not am.url:
+            return None
+        auth = None
+        if am.bearer_token is not None:
+            auth = f"Bearer {am.bearer_token.get_secret_value()}"
+        elif am.username and am.password is not None:
+            auth = AlertmanagerClient.basic_auth(am.username, am.password.get_secret_value())
+        return AlertmanagerClient(
+            am.url,
+            resend_seconds=am.resend_seconds,
+            expire_seconds=am.expire_seconds,
+            queue_size=am.queue_size,
+            timeout_seconds=am.timeout_seconds,
+            max_backoff_seconds=am.max_backoff_seconds,
+            auth_header=auth,
+        )
+
+    def _start_http(self, client: AlertmanagerClient | None) -> None:
+        assert self.pipeline is not None and self.source is not None
+        source, dead_letter = self.source, self.dead_letter
+        consumer = ConsumerState(
+            lag=source.lag,
+            ready=lambda: self.readiness()[0],
+            dead_letter_failures=lambda: dead_letter.failures if dead_letter else 0,
+        )
+        registry = build_registry(self.pipeline, consumer, client)
+        h = self.settings.http
+        auth = None
+        if h.basic_auth_username and h.basic_auth_password is not None:
+            auth = (h.basic_auth_username, h.basic_auth_password.get_secret_value())
+        tls = (h.tls_cert_file, h.tls_key_file) if h.tls_cert_file and h.tls_key_file else None
+        self.http = MonitorHTTPServer(
+            h.host, h.port, registry, self.readiness, basic_auth=auth, tls=tls
+        ).start()
+        log.info("serving /metrics, /healthz, /readyz on %s", h.listen)
+
+    def _close_http(self) -> None:
+        if self.http is not None:
+            self.http.close()

@@ -1,0 +1,102 @@
+"""The daemon's HTTP endpoints: ``/metrics``, ``/healthz`` (alive), ``/readyz`` (consuming).
+
+Bound to loopback by default; optional basic auth and TLS protect every endpoint.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import ssl
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: MonitorHTTPServer
+
+    def do_GET(self) -> None:
+        if not self.server.authorized(self.headers.get("Authorization")):
+            self._send(401, b"unauthorized\n", extra={"WWW-Authenticate": 'Basic realm="rollout-monitor"'})
+            return
+        path = self.path.split("?", 1)[0]
+        if path == "/metrics":
+            self._send(200, generate_latest(self.server.registry), CONTENT_TYPE_LATEST)
+        elif path == "/healthz":
+            self._send(200, b"ok\n")
+        elif path == "/readyz":
+            ready, why = self.server.readiness()
+            self._send(200 if ready else 503, (why + "\n").encode())
+        else:
+            self._send(404, b"not found: try /metrics, /healthz, /readyz\n")
+
+    def _send(
+        self,
+        code: int,
+        body: bytes,
+        content_type: str = "text/plain; charset=utf-8",
+        extra: dict[str, str] | None = None,
+    ) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for key, value in (extra or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        return  # scrapes every second would flood the log
+
+
+class MonitorHTTPServer(ThreadingHTTPServer):
+    """Serves the endpoints from a daemon thread; ``close()`` stops it."""
+
+    daemon_threads = True
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        registry: CollectorRegistry,
+        readiness: Callable[[], tuple[bool, str]],
+        *,
+        basic_auth: tuple[str, str] | None = None,
+        tls: tuple[Path, Path] | None = None,
+    ) -> None:
+        super().__init__((host, port), _Handler)
+        self.registry = registry
+        self.readiness = readiness
+        self._expected_auth = (
+            "Basic " + base64.b64encode(f"{basic_auth[0]}:{basic_auth[1]}".encode()).decode()
+            if basic_auth
+            else None
+        )
+        if tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(certfile=str(tls[0]), keyfile=str(tls[1]))
+            self.socket = context.wrap_socket(self.socket, server_side=True)
+        self._thread: threading.Thread | None = None
+
+    def authorized(self, header: str | None) -> bool:
+        if self._expected_auth is None:
+            return True
+        return header is not None and hmac.compare_digest(header, self._expected_auth)
+
+    @property
+    def port(self) -> int:
+        return int(self.server_address[1])
+
+    def start(self) -> MonitorHTTPServer:
+        self._thread = threading.Thread(target=self.serve_forever, name="http", daemon=True)
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        self.shutdown()
+        self.server_close()

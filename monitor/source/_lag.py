@@ -1,0 +1,88 @@
+"""Consumer lag from positions the source hands out and watermarks refreshed on a timer."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+
+from monitor.source.base import RawMessage, TopicPartition
+
+OffsetsOf = Callable[[list[TopicPartition]], dict[TopicPartition, int]]
+
+#: Seconds between two reads of the high watermarks.
+DEFAULT_LAG_REFRESH_S = 2.0
+
+
+class LagCache:
+    """Positions kept live from delivered batches; high watermarks read every ``refresh_s``.
+
+    Parameters
+    ----------
+    high_watermarks
+        Reads the high watermark of the given partitions (the backend's locally cached
+        value first, a broker query only for partitions it has none for).
+    start_positions
+        Reads where consumption of the given partitions starts (committed offset or the
+        reset position); asked only for owned partitions nothing was delivered from yet.
+    refresh_s
+        Seconds between two reads of the watermarks and start positions.
+    clock
+        Monotonic clock, in seconds.
+
+    Examples
+    --------
+    >>> cache = LagCache(lambda tps: {tp: 10 for tp in tps}, lambda tps: {tp: 0 for tp in tps})
+    >>> cache.lag([("t", 0), ("t", 1)])
+    {('t', 0): 10, ('t', 1): 10}
+    >>> cache.observe([RawMessage(b"", None, "t", 0, 6, None)])
+    >>> cache.lag([("t", 0), ("t", 1)])
+    {('t', 0): 3, ('t', 1): 10}
+    """
+
+    def __init__(
+        self,
+        high_watermarks: OffsetsOf,
+        start_positions: OffsetsOf,
+        refresh_s: float = DEFAULT_LAG_REFRESH_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.high_watermarks = high_watermarks
+        self.start_positions = start_positions
+        self.refresh_s = refresh_s
+        self.clock = clock
+        self._positions: dict[TopicPartition, int] = {}
+        self._high: dict[TopicPartition, int] = {}
+        self._refreshed_at = -float("inf")
+
+    def observe(self, batch: Sequence[RawMessage]) -> None:
+        """Advance the positions past every message of a delivered batch."""
+        positions = self._positions
+        for msg in batch:
+            positions[(msg.topic, msg.partition)] = msg.offset + 1
+
+    def forget(self, partitions: Iterable[TopicPartition]) -> None:
+        """Drop what is known of partitions this consumer no longer owns."""
+        for tp in partitions:
+            self._positions.pop(tp, None)
+            self._high.pop(tp, None)
+
+    def lag(self, assignment: list[TopicPartition]) -> dict[TopicPartition, int]:
+        """High watermark minus position for each owned partition where both are known."""
+        now = self.clock()
+        if now - self._refreshed_at >= self.refresh_s:
+            self._refreshed_at = now
+            self._refresh(assignment)
+        high, positions = self._high, self._positions
+        return {
+            tp: max(0, high[tp] - positions[tp])
+            for tp in assignment
+            if tp in high and tp in positions
+        }
+
+    def _refresh(self, assignment: list[TopicPartition]) -> None:
+        if not assignment:
+            return
+        self._high.update(self.high_watermarks(assignment))
+        unknown = [tp for tp in assignment if tp not in self._positions]
+        if unknown:
+            self._positions.update(self.start_positions(unknown))

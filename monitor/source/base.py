@@ -1,0 +1,161 @@
+"""The consumer protocol every Kafka backend implements, and the dead-letter sink protocol.
+
+A :class:`Source` hands out raw batches and takes explicit commits: auto-commit and the
+automatic offset store are off, so an offset is committed only after the caller has fully
+processed the message before it. Rebalance hooks run while the backend is inside
+``poll_batch`` or ``close`` and before the revoked partitions are released, so a synchronous
+:meth:`Source.commit` made from ``on_revoke`` still lands as the partitions' owner.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+TopicPartition = tuple[str, int]
+"""A partition as ``(topic, partition)``."""
+
+RebalanceHook = Callable[[list[TopicPartition]], None]
+
+#: Headers a dead-letter record carries besides the original message's own headers.
+REASON_HEADER = "x-rollout-monitor-reason"
+DETAIL_HEADER = "x-rollout-monitor-detail"
+TRUNCATED_HEADER = "x-rollout-monitor-truncated"
+SOURCE_TOPIC_HEADER = "x-source-topic"
+SOURCE_PARTITION_HEADER = "x-source-partition"
+SOURCE_OFFSET_HEADER = "x-source-offset"
+
+#: Longest ``x-rollout-monitor-detail`` header value, in bytes.
+MAX_DETAIL_BYTES = 1024
+#: How much of a value too large for the broker is kept in its dead-letter record.
+TRUNCATED_VALUE_BYTES = 64 * 1024
+#: Values above this size are dead-lettered truncated without trying the full value first;
+#: it stays below the broker's and the clients' default message size limits (about 1 MB).
+DEFAULT_MAX_VALUE_BYTES = 1_000_000
+
+
+class SourceError(Exception):
+    """A Kafka consumer or producer failure that is not a transient broker outage."""
+
+
+@dataclass(frozen=True, slots=True)
+class RawMessage:
+    """One consumed record, as bytes, with where it came from."""
+
+    value: bytes | None
+    key: bytes | None
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int | None
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+@runtime_checkable
+class Source(Protocol):
+    """A group consumer that the application commits for.
+
+    Implementations take ``on_assign`` and ``on_revoke`` hooks in their constructor; both
+    are called with ``(topic, partition)`` lists from within :meth:`poll_batch` or
+    :meth:`close`, ``on_revoke`` before the partitions are given up.
+    """
+
+    def poll_batch(self, max_messages: int, timeout_s: float) -> list[RawMessage]:
+        """Return up to ``max_messages`` records, waiting at most ``timeout_s`` seconds.
+
+        Transient broker errors are logged, not raised: while the broker is down this
+        returns an empty list.
+        """
+        ...
+
+    def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+        """Commit synchronously; each value is the NEXT offset to read (last processed + 1).
+
+        Raises :class:`SourceError` when the commit fails.
+        """
+        ...
+
+    def assignment(self) -> list[TopicPartition]:
+        """The partitions this consumer owns now."""
+        ...
+
+    def lag(self) -> dict[TopicPartition, int]:
+        """High watermark minus position per owned partition whose both ends are known.
+
+        Watermarks are cached and refreshed at most every few seconds, so this is cheap.
+        """
+        ...
+
+    @property
+    def connected(self) -> bool:
+        """Whether the broker was reachable recently."""
+        ...
+
+    def close(self) -> None:
+        """Leave the group (calling ``on_revoke`` first) and release the client."""
+        ...
+
+
+@runtime_checkable
+class DeadLetterSink(Protocol):
+    """A producer of refused messages to the dead-letter topic.
+
+    The dead-letter record holds the original value bytes and key, the original headers,
+    and the headers ``x-rollout-monitor-reason``, ``x-rollout-monitor-detail`` (at most
+    1 KiB), ``x-source-topic``, ``x-source-partition`` and ``x-source-offset``. A value too
+    large for the broker is cut to its first 64 KiB and marked with
+    ``x-rollout-monitor-truncated: <original length>``.
+    """
+
+    def send(self, msg: RawMessage, reason: str, detail: str) -> None:
+        """Queue ``msg`` for the dead-letter topic; delivery is confirmed by :meth:`flush`."""
+        ...
+
+    def flush(self, timeout_s: float) -> int:
+        """Wait up to ``timeout_s`` for queued records; return how many are still pending."""
+        ...
+
+    @property
+    def failures(self) -> int:
+        """How many dead-letter records could not be delivered."""
+        ...
+
+
+def dead_letter_headers(
+    msg: RawMessage, reason: str, detail: str, truncated_from: int | None = None
+) -> list[tuple[str, bytes]]:
+    """The headers of the dead-letter record for ``msg``: ours first, then the original ones.
+
+    >>> m = RawMessage(b"x", None, "rl.rollouts", 2, 41, None, (("trace", b"t1"),))
+    >>> [name for name, _ in dead_letter_headers(m, "invalid_json", "oops")]  # doctest: +NORMALIZE_WHITESPACE
+    ['x-rollout-monitor-reason', 'x-rollout-monitor-detail', 'x-source-topic',
+     'x-source-partition', 'x-source-offset', 'trace']
+    >>> detail = dict(dead_letter_headers(m, "invalid_json", "é" * 600))[DETAIL_HEADER]
+    >>> len(detail), detail.decode() == "é" * 512
+    (1024, True)
+    """
+    headers = [
+        (REASON_HEADER, reason.encode()),
+        (DETAIL_HEADER, _truncate_utf8(detail, MAX_DETAIL_BYTES)),
+        (SOURCE_TOPIC_HEADER, msg.topic.encode()),
+        (SOURCE_PARTITION_HEADER, str(msg.partition).encode()),
+        (SOURCE_OFFSET_HEADER, str(msg.offset).encode()),
+    ]
+    if truncated_from is not None:
+        headers.append((TRUNCATED_HEADER, str(truncated_from).encode()))
+    headers.extend(msg.headers)
+    return headers
+
+
+def truncated_value(value: bytes | None) -> bytes | None:
+    """The part of an oversized value that a dead-letter record keeps."""
+    return None if value is None else value[:TRUNCATED_VALUE_BYTES]
+
+
+def _truncate_utf8(text: str, limit: int) -> bytes:
+    """``text`` as UTF-8, cut to at most ``limit`` bytes without splitting a character."""
+    data = text.encode()
+    if len(data) <= limit:
+        return data
+    return data[:limit].decode("utf-8", "ignore").encode()
