@@ -104,11 +104,14 @@ fetch_kafka_libs() {
     rm -rf "$fresh"
     mkdir -p "$fresh" "$KAFKA_LIBS_DIR"
     say "Kafka jars: resolving deploy/kafka/pom.xml with Maven into $KAFKA_LIBS_DIR"
+    local mvn_log=$fresh.log
     if ! "$MVN" -q -B -f "$POM" dependency:copy-dependencies \
-        -DincludeScope=runtime -DoutputDirectory="$fresh"; then
-        rm -rf "$fresh"
-        die "Maven could not resolve the Kafka jars (see its output above)"
+        -DincludeScope=runtime -DoutputDirectory="$fresh" >"$mvn_log" 2>&1; then
+        cat "$mvn_log" >&2
+        rm -rf "$fresh" "$mvn_log"
+        die "Maven could not resolve the Kafka jars (its output is above)"
     fi
+    rm -f "$mvn_log"
     local -A fetched=()
     local jar name added=0 removed=0
     for jar in "$fresh"/*.jar; do
@@ -145,7 +148,7 @@ install_venv() {
         return
     fi
     say "virtualenv: pip install -e '.[test]' into $VENV_DIR"
-    "$VENV_DIR/bin/python" -m pip install -q --disable-pip-version-check -e "$REPO_DIR[test]" ||
+    "$VENV_DIR/bin/python" -m pip install -q --disable-pip-version-check -e "${REPO_DIR}[test]" ||
         die "pip install failed (see its output above)"
     touch "$VENV_STAMP"
 }

@@ -89,10 +89,10 @@ port_of() {
 # A string of the command line that tells our process from an unrelated one reusing its pid.
 cmdline_mark_of() {
     case $1 in
-        kafka) echo "kafka.Kafka" ;;
+        kafka) echo "$STACK_DIR/server.properties" ;;
         prometheus) echo "$STACK_DIR/prometheus.yml" ;;
         alertmanager) echo "$STACK_DIR/alertmanager.yml" ;;
-        webhook) echo "webhook_receiver.py" ;;
+        webhook) echo "$WEBHOOK_FILE" ;;
     esac
 }
 
@@ -105,14 +105,21 @@ log_files_of() {
 
 pid_file() { echo "$STACK_DIR/$1.pid"; }
 
+now_ms() {
+    local micros=${EPOCHREALTIME//[.,]/}
+    echo $((micros / 1000))
+}
+
 # Pid of the component if this script started it and it still runs; fails otherwise.
 running_pid() {
-    local file pid
+    local file pid cmdline
     file=$(pid_file "$1")
     [[ -f $file ]] || return 1
     pid=$(<"$file")
-    [[ $pid =~ ^[0-9]+$ ]] && [[ -r /proc/$pid/cmdline ]] || return 1
-    tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$(cmdline_mark_of "$1")" || return 1
+    [[ $pid =~ ^[0-9]+$ ]] || return 1
+    # Empty for a zombie, which counts as stopped.
+    cmdline=$(tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline") || return 1
+    [[ $cmdline == *"$(cmdline_mark_of "$1")"* ]] || return 1
     echo "$pid"
 }
 
@@ -135,6 +142,8 @@ PY
 }
 
 kafka_ready() {
+    # A closed port fails at once; a metadata request to it would wait out its timeout.
+    port_open "$KAFKA_PORT" || return 1
     if command -v "$KCAT" >/dev/null; then
         "$KCAT" -b "$HOST:$KAFKA_PORT" -L -m 2 -q >/dev/null 2>&1
     else
@@ -168,15 +177,16 @@ show_logs() {
 render() {
     local template=$1 out=$2 name value tmp
     local sed_args=()
+    [[ -f $template ]] || die "template $template is missing"
     for name in "${TEMPLATE_VARS[@]}"; do
         value=${!name}
         value=${value//\\/\\\\}
         value=${value//|/\\|}
         value=${value//&/\\&}
-        sed_args+=(-e "s|\${$name}|$value|g")
+        sed_args+=(-e "s|[\$][{]${name}[}]|${value}|g")
     done
     tmp=$out.tmp.$$
-    sed "${sed_args[@]}" "$template" >"$tmp"
+    sed "${sed_args[@]}" "$template" >"$tmp" || die "could not render $template into $out"
     if grep -nE '\$\{[A-Z][A-Z0-9_]*\}' "$tmp" >&2; then
         rm -f "$tmp"
         die "unknown placeholder(s) above left in $out, rendered from $template"
@@ -185,7 +195,7 @@ render() {
         rm -f "$tmp"
         return 1
     fi
-    mv "$tmp" "$out"
+    mv "$tmp" "$out" || die "could not write $out"
 }
 
 # Start "$@" detached from this shell (own session, no terminal, no inherited lock fd) with its
@@ -207,13 +217,13 @@ launch() {
 
 wait_ready() {
     local name=$1 pid deadline
-    deadline=$((SECONDS + STACK_START_TIMEOUT))
+    deadline=$(($(now_ms) + STACK_START_TIMEOUT * 1000))
     until ready "$name"; do
         if ! pid=$(running_pid "$name"); then
             show_logs "$name"
             die "$name exited while starting (logs above)"
         fi
-        if ((SECONDS >= deadline)); then
+        if (($(now_ms) >= deadline)); then
             show_logs "$name"
             die "$name not ready on $HOST:$(port_of "$name") after ${STACK_START_TIMEOUT}s" \
                 "(pid $pid; logs above)"
@@ -247,9 +257,12 @@ start_kafka() {
         die "no Kafka jars in $KAFKA_LIBS_DIR; run deploy/install.sh (make install)"
     port_open "$KAFKA_CONTROLLER_PORT" &&
         die "controller port $HOST:$KAFKA_CONTROLLER_PORT is taken; set KAFKA_CONTROLLER_PORT"
-    local java_opts=("$KAFKA_HEAP_OPTS" "-Dlog4j2.configurationFile=$REPO_DIR/deploy/kafka/log4j2.properties"
+    local java_opts=()
+    read -ra java_opts <<<"$KAFKA_HEAP_OPTS"
+    java_opts+=("-Dlog4j2.configurationFile=$REPO_DIR/deploy/kafka/log4j2.properties"
         "-Dkafka.logs.dir=$LOG_DIR" -cp "$KAFKA_LIBS_DIR/*")
-    local format_stamp=$KAFKA_DATA_DIR/.formatted-for
+    # A --standalone format records the controller's address in the log; remember which.
+    local format_stamp=$STACK_DATA_DIR/kafka/formatted-for
     local format_key="controller=$HOST:$KAFKA_CONTROLLER_PORT"
     if [[ ! -f $KAFKA_DATA_DIR/meta.properties ]]; then
         local cluster_id
@@ -337,7 +350,7 @@ cmd_up() {
     done
     # Start everything first and then wait, so the slow JVM start overlaps the others.
     for name in "${COMPONENTS[@]}"; do
-        [[ ${plan[$name]} == start ]] && "start_$name"
+        if [[ ${plan[$name]} == start ]]; then "start_$name"; fi
     done
     for name in "${COMPONENTS[@]}"; do
         wait_ready "$name"
@@ -350,23 +363,10 @@ cmd_up() {
     create_topics
 }
 
-stop_component() {
-    local name=$1 pid deadline
-    if ! pid=$(running_pid "$name"); then
-        rm -f "$(pid_file "$name")"
-        return 0
-    fi
-    kill -TERM "$pid" 2>/dev/null || true
-    deadline=$((SECONDS + STACK_STOP_TIMEOUT))
-    while running_pid "$name" >/dev/null; do
-        if ((SECONDS >= deadline)); then
-            say "$name: still running ${STACK_STOP_TIMEOUT}s after TERM; sending KILL"
-            kill -KILL "$pid" 2>/dev/null || true
-        fi
-        sleep 0.2
-    done
-    rm -f "$(pid_file "$name")"
-    say "$name: stopped (pid $pid)"
+# Signal the process group of a component: launch made each one a session (and group) leader,
+# so helpers it forked go too.
+signal_group() {
+    kill "-$1" -- "-$2" 2>/dev/null || kill "-$1" "$2" 2>/dev/null || true
 }
 
 cmd_down() {
@@ -376,16 +376,38 @@ cmd_down() {
         --purge) purge=true ;;
         *) die "unknown option for down: $1" ;;
     esac
-    local name pid
+    local name pid deadline killed
+    local -A stopping=()
     # TERM everything at once, then wait for each: Kafka's shutdown need not hold up the rest.
-    for name in kafka prometheus alertmanager webhook; do
-        if pid=$(running_pid "$name"); then kill -TERM "$pid" 2>/dev/null || true; fi
+    for name in "${COMPONENTS[@]}"; do
+        if pid=$(running_pid "$name"); then
+            stopping[$name]=$pid
+            signal_group TERM "$pid"
+        fi
     done
-    for name in kafka prometheus alertmanager webhook; do
-        stop_component "$name"
+    deadline=$(($(now_ms) + STACK_STOP_TIMEOUT * 1000))
+    for name in "${COMPONENTS[@]}"; do
+        pid=${stopping[$name]:-}
+        if [[ -n $pid ]]; then
+            killed=false
+            while running_pid "$name" >/dev/null; do
+                if ! $killed && (($(now_ms) >= deadline)); then
+                    say "$name: still running ${STACK_STOP_TIMEOUT}s after TERM; sending KILL"
+                    signal_group KILL "$pid"
+                    killed=true
+                elif (($(now_ms) >= deadline + 10000)); then
+                    die "$name (pid $pid) survives KILL"
+                fi
+                sleep 0.2
+            done
+            say "$name: stopped (pid $pid)"
+        fi
+        rm -f "$(pid_file "$name")"
     done
+    [[ ${#stopping[@]} -gt 0 ]] || say "nothing of $STACK_DIR was running"
     if $purge; then
-        rm -rf "$KAFKA_DATA_DIR" "$PROMETHEUS_DATA_DIR" "$ALERTMANAGER_DATA_DIR" \
+        rm -rf "$KAFKA_DATA_DIR" "$STACK_DATA_DIR/kafka/formatted-for" \
+            "$PROMETHEUS_DATA_DIR" "$ALERTMANAGER_DATA_DIR" \
             "$(dirname "$WEBHOOK_FILE")"
         rm -rf "${STACK_DIR:?}"/*.pid "${STACK_DIR:?}"/*.yml "$STACK_DIR/server.properties" "$LOG_DIR"
         say "purged data under $STACK_DATA_DIR and state under $STACK_DIR"

@@ -15,6 +15,15 @@ def check_param(ok: bool, name: str, expected: str, value: object) -> None:
         raise ValueError(f"{name} must be {expected}, got {value!r}")
 
 
+def percent(share: float) -> str:
+    """A share as a percentage for alarm summaries: one decimal below 10%.
+
+    >>> percent(0.052), percent(0.31)
+    ('5.2%', '31%')
+    """
+    return f"{share:.1%}" if share < 0.1 else f"{share:.0%}"
+
+
 class _Base:
     """Constructor arguments are stored under their own names; ``repr`` and ``clone`` use them."""
 
@@ -36,9 +45,10 @@ class _Base:
 class _FailureModeDetector(_Base):
     """A detector of one failure mode: events in, at most one :class:`Alarm` per update.
 
-    Subclasses set ``detector_id`` and ``severity`` (the default severity of their alarms),
-    implement ``update``, ``active``, ``statistic`` and ``threshold``, and clear ``_alarm``
-    at the start of every update so that ``alarm`` belongs to the update that raised it.
+    Subclasses set ``detector_id`` and ``severity`` (the default severity of their alarms)
+    and implement ``update`` and the read-only properties ``active``, ``statistic`` and
+    ``threshold`` (see :class:`detectors.protocol.FailureModeDetector`). ``update`` clears
+    ``_alarm`` first, so that ``alarm`` belongs to the update that raised it.
     ``budgeted`` says whether the constructor takes a false-alarm budget ``arl0`` (the bank
     shares its budget among those detectors only).
     """

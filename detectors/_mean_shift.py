@@ -1,4 +1,4 @@
-"""The shared part of the failure-mode detectors that watch one number per event for a mean shift."""
+"""The shared part of the failure-mode detectors that watch one number per event for a shift."""
 
 from __future__ import annotations
 
@@ -63,10 +63,13 @@ class _MeanShiftDetector(_FailureModeDetector):
         self._ref_mean = 0.0
         self._ref_std = 0.0
 
-    def _observe(self, x: float) -> bool:
-        """Feed one value; True when it completed a detection (then ``_cusum`` holds it)."""
+    def _follow(self) -> bool:
+        """Episode bookkeeping after an update that detected or happened during an episode.
+
+        Called only when ``_ref_dir`` is set or the CUSUM detected, so the common path stays a
+        single CUSUM update. True when this update detected a change.
+        """
         cusum = self._cusum
-        cusum.update(x)
         if self._ref_dir and not self._displaced():
             self._ref_dir = ""
         if not cusum.drift_detected:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Protocol
+from typing import ClassVar, Protocol
+
+from detectors.alarm import Alarm, Severity
 
 
 class ErrorLike(Protocol):
@@ -77,3 +79,31 @@ class EventLike(Protocol):
     def repetition(self) -> float | None: ...
     @property
     def metrics(self) -> Mapping[str, float] | None: ...
+
+
+class FailureModeDetector(Protocol):
+    """What the daemon reads from a failure-mode detector (see ``docs/detectors.md``)."""
+
+    detector_id: ClassVar[str]
+    severity: ClassVar[Severity]
+
+    def update(self, event: EventLike) -> None: ...
+    @property
+    def alarm(self) -> Alarm | None:
+        """The alarm raised by the latest update, else ``None``."""
+        ...
+
+    @property
+    def active(self) -> bool:
+        """Whether the condition behind the latest alarm still holds (for resolving)."""
+        ...
+
+    @property
+    def statistic(self) -> float:
+        """The current test statistic (``rollout_monitor_detector_statistic``)."""
+        ...
+
+    @property
+    def threshold(self) -> float:
+        """The bound the statistic is compared against (``rollout_monitor_detector_threshold``)."""
+        ...

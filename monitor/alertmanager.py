@@ -64,8 +64,9 @@ class AlertmanagerClient:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
-        # Delivered firing alerts: the alert, when it was last posted, when it was first posted.
-        self._firing: dict[tuple[str, str, str, str], tuple[Alert, float, float]] = {}
+        # Delivered firing alerts with the time they were last posted; when each was first posted.
+        self._firing: dict[tuple[str, str, str, str], tuple[Alert, float]] = {}
+        self._started: dict[tuple[str, str, str, str], float] = {}
         self._thread: threading.Thread | None = None
         self.sent_ok = 0
         self.sent_error = 0
@@ -132,7 +133,7 @@ class AlertmanagerClient:
             batch = list(self._queue)
             self._queue.clear()
         queued = {a.key for a in batch}
-        for key, (alert, sent_at, _) in list(self._firing.items()):
+        for key, (alert, sent_at) in list(self._firing.items()):
             if key not in queued and now - sent_at >= self.resend_seconds:
                 batch.append(alert)
         return batch
@@ -149,17 +150,17 @@ class AlertmanagerClient:
         now = time.time()
         for alert in batch:
             if alert.status == "firing":
-                started = self._firing.get(alert.key, (alert, now, now))[2]
-                self._firing[alert.key] = (alert, now, started)
+                self._firing[alert.key] = (alert, now)
             else:
                 self._firing.pop(alert.key, None)
+                self._started.pop(alert.key, None)
 
     def _payload(self, batch: list[Alert]) -> bytes:
         now = time.time()
         items = []
         for alert in batch:
             ends = now + self.expire_seconds if alert.status == "firing" else now
-            starts = self._firing.get(alert.key, (alert, now, now))[2]
+            starts = self._started.setdefault(alert.key, now)
             items.append(
                 {
                     "labels": alert.labels(),

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
@@ -30,7 +32,7 @@ class KafkaSettings(BaseModel):
 
     backend: Literal["confluent", "kafka-python"] = "confluent"
     bootstrap_servers: str = "127.0.0.1:9092"
-    topics: tuple[str, ...] = ("rl.rollouts",)
+    topics: Annotated[tuple[str, ...], NoDecode] = ("rl.rollouts",)
     group_id: str = "rollout-monitor"
     dead_letter_topic: str = "rl.rollouts.dlq"
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
@@ -88,7 +90,7 @@ class DetectorSettings(BaseModel):
         gt=10,
         description="expected clean events between false alarms per segment (page severity)",
     )
-    enabled: tuple[str, ...] | None = None
+    enabled: Annotated[tuple[str, ...] | None, NoDecode] = None
     resolve_after_seconds: float = Field(
         300.0, gt=0, description="event-time span without alarm after which an alert resolves"
     )
@@ -212,6 +214,8 @@ def load_settings(config_file: Path | None = None) -> Settings:
         return settings_cls()
     except ValidationError as exc:
         raise ConfigError(_describe(exc)) from None
+    except SettingsError as exc:
+        raise ConfigError(f"invalid configuration: {exc}") from None
 
 
 def _describe(exc: ValidationError) -> str:

@@ -113,7 +113,11 @@ class Daemon:
             log.info("consuming %s as group %s", ",".join(s.kafka.topics), s.kafka.group_id)
             self._loop()
             self._commit("stop")
-        log.info("stopped")
+            c = self.pipeline.counters
+            log.info(
+                "stopped after processing %d events (%d invalid, %d duplicates) in %d segments",
+                c.processed, sum(c.invalid.values()), c.duplicates, len(self.pipeline.segments),
+            )
         return 0
 
     def _loop(self) -> None:

@@ -18,7 +18,6 @@ from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
     Metric,
-    SummaryMetricFamily,
 )
 from prometheus_client.registry import Collector
 
@@ -72,15 +71,12 @@ class SegmentCollector(Collector):
             "Event time (ts) of the newest event of the segment.",
             labels=list(SEGMENT_LABELS),
         )
-        reward = SummaryMetricFamily(
-            "rollout_monitor_reward",
-            "Reward of scored episodes; quantiles over the last 512.",
-            labels=list(SEGMENT_LABELS),
+        reward = _summary(
+            "rollout_monitor_reward", "Reward of scored episodes; quantiles over the last 512."
         )
-        length = SummaryMetricFamily(
+        length = _summary(
             "rollout_monitor_completion_tokens",
             "Completion length in tokens; quantiles over the last 512.",
-            labels=list(SEGMENT_LABELS),
         )
         for seg in segments:
             labels = [seg.run, seg.env]
@@ -94,17 +90,21 @@ class SegmentCollector(Collector):
         yield from (events, unscored, last_ts, reward, length)
 
 
+def _summary(name: str, documentation: str) -> Metric:
+    # SummaryMetricFamily cannot carry quantiles; a plain Metric of type summary can.
+    return Metric(name, documentation, "summary")
+
+
 def _add_summary(
-    family: SummaryMetricFamily, labels: list[str], window: list[float], count: int, total: float
+    family: Metric, labels: list[str], window: list[float], count: int, total: float
 ) -> None:
     values = np.asarray(window[:], dtype=float)
     quantiles = np.quantile(values, QUANTILES) if values.size else [float("nan")] * len(QUANTILES)
-    family.add_metric(
-        labels,
-        count_value=count,
-        sum_value=total,
-        quantiles=[(str(q), float(v)) for q, v in zip(QUANTILES, quantiles, strict=True)],
-    )
+    names = dict(zip(SEGMENT_LABELS, labels, strict=True))
+    for q, v in zip(QUANTILES, quantiles, strict=True):
+        family.add_sample(family.name, {**names, "quantile": str(q)}, float(v))
+    family.add_sample(family.name + "_count", names, count)
+    family.add_sample(family.name + "_sum", names, total)
 
 
 class DetectorCollector(Collector):

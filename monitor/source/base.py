@@ -128,9 +128,14 @@ def dead_letter_headers(
     """The headers of the dead-letter record for ``msg``: ours first, then the original ones.
 
     >>> m = RawMessage(b"x", None, "rl.rollouts", 2, 41, None, (("trace", b"t1"),))
-    >>> [name for name, _ in dead_letter_headers(m, "invalid_json", "oops")]  # doctest: +NORMALIZE_WHITESPACE
-    ['x-rollout-monitor-reason', 'x-rollout-monitor-detail', 'x-source-topic',
-     'x-source-partition', 'x-source-offset', 'trace']
+    >>> for name, value in dead_letter_headers(m, "invalid_json", "oops"):
+    ...     print(name, value)
+    x-rollout-monitor-reason b'invalid_json'
+    x-rollout-monitor-detail b'oops'
+    x-source-topic b'rl.rollouts'
+    x-source-partition b'2'
+    x-source-offset b'41'
+    trace b't1'
     >>> detail = dict(dead_letter_headers(m, "invalid_json", "é" * 600))[DETAIL_HEADER]
     >>> len(detail), detail.decode() == "é" * 512
     (1024, True)

@@ -1,0 +1,169 @@
+"""The detectors of one segment (run_id x env_id), sharing one false-alarm budget."""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from detectors._base import _Base, _FailureModeDetector, check_param
+from detectors.alarm import Alarm
+from detectors.error_rate import ErrorRate
+from detectors.length_anomaly import LengthAnomaly
+from detectors.masked_failure import MaskedFailure
+from detectors.protocol import EventLike
+from detectors.reward_shift import RewardShift
+from detectors.truncation_rate import TruncationRate
+
+__all__ = ["DEFAULT_ENABLED", "DETECTORS", "BankConfig", "DetectorBank"]
+
+#: Failure-mode detector classes by detector id (the ``detector`` label of alerts).
+DETECTORS: dict[str, type[_FailureModeDetector]] = {
+    cls.detector_id: cls
+    for cls in (ErrorRate, MaskedFailure, RewardShift, LengthAnomaly, TruncationRate)
+}
+DEFAULT_ENABLED: tuple[str, ...] = tuple(DETECTORS)
+
+_NO_ALARMS: tuple[Alarm, ...] = ()
+
+
+@dataclass(frozen=True)
+class BankConfig:
+    """What a segment's :class:`DetectorBank` runs, and its false-alarm budget.
+
+    Parameters
+    ----------
+    arl0
+        False-alarm budget of the whole bank: expected events between false alarms of any of
+        its detectors, per segment. It is shared family-wise (Bonferroni): each of the ``n``
+        enabled detectors that has a budget gets ``arl0 * n``, so their false-alarm rates sum
+        to at most ``1 / arl0``. Exact invariants (``masked_failure``) spend no budget.
+    enabled
+        Detector ids to run, from :data:`DETECTORS`.
+    overrides
+        Constructor keyword arguments per detector id; an ``arl0`` given here replaces the
+        detector's share of the budget.
+
+    Examples
+    --------
+    >>> config = BankConfig(enabled=("error_rate", "reward_shift"),
+    ...                     overrides={"error_rate": {"window": 1000}})
+    >>> config.detector_arl0
+    2000000.0
+    >>> BankConfig(enabled=("error_rate", "nope"))
+    Traceback (most recent call last):
+    ...
+    ValueError: enabled must be detector ids from ('error_rate', 'masked_failure', \
+'reward_shift', 'length_anomaly', 'truncation_rate') without repeats, got ('error_rate', 'nope')
+    """
+
+    arl0: float = 1_000_000
+    enabled: tuple[str, ...] = DEFAULT_ENABLED
+    overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_param(
+            self.arl0 > 1 and math.isfinite(self.arl0), "arl0", "a finite number > 1", self.arl0
+        )
+        # None (an unset setting) means the default set.
+        enabled = DEFAULT_ENABLED if self.enabled is None else tuple(self.enabled)
+        check_param(
+            all(i in DETECTORS for i in enabled) and len(set(enabled)) == len(enabled),
+            "enabled",
+            f"detector ids from {tuple(DETECTORS)} without repeats",
+            enabled,
+        )
+        overrides = {key: dict(kwargs) for key, kwargs in self.overrides.items()}
+        for key, kwargs in overrides.items():
+            check_param(key in enabled, "overrides", f"keyed by enabled ids {enabled}", key)
+            allowed = inspect.signature(DETECTORS[key]).parameters
+            unknown = sorted(set(kwargs) - set(allowed))
+            check_param(
+                not unknown, f"overrides[{key!r}]", f"parameters of {tuple(allowed)}", unknown
+            )
+        object.__setattr__(self, "enabled", enabled)
+        object.__setattr__(self, "overrides", overrides)
+        self.build()  # bad override values fail here, not when the first event arrives
+
+    @property
+    def detector_arl0(self) -> float:
+        """The budget each detector with a budget gets: ``arl0`` times their number."""
+        n = sum(1 for i in self.enabled if DETECTORS[i].budgeted)
+        return float(self.arl0 * max(n, 1))
+
+    def build(self) -> dict[str, _FailureModeDetector]:
+        """Fresh detectors, by id, in ``enabled`` order."""
+        share = self.detector_arl0
+        detectors: dict[str, _FailureModeDetector] = {}
+        for detector_id in self.enabled:
+            cls = DETECTORS[detector_id]
+            kwargs: dict[str, Any] = {"arl0": share} if cls.budgeted else {}
+            kwargs.update(self.overrides.get(detector_id, {}))
+            detectors[detector_id] = cls(**kwargs)
+        return detectors
+
+
+class DetectorBank(_Base):
+    """Every enabled failure-mode detector of one segment, updated together.
+
+    ``update`` returns the alarms raised by that event, almost always none: then it returns
+    a shared empty tuple, so the common path allocates nothing. The bank pickles (checkpoints)
+    with the state of all its detectors.
+
+    Parameters
+    ----------
+    config
+        What to run and the budget; the defaults run all detectors at ``arl0 = 1e6``.
+
+    Examples
+    --------
+    A segment whose verifier starts failing a third of the episodes at episode 2000:
+
+    >>> import random
+    >>> from types import SimpleNamespace
+    >>> from detectors.bank import BankConfig, DetectorBank
+    >>> rng = random.Random(1)
+    >>> def episode(i):
+    ...     failed = rng.random() < (0.3 if i >= 2000 else 0.01)
+    ...     error = SimpleNamespace(type="Timeout", where="verifier") if failed else None
+    ...     return SimpleNamespace(
+    ...         status="failed" if failed else "completed", error=error, phase="train",
+    ...         reward=None if failed else float(rng.random() < 0.5), timings=None,
+    ...         stop_reason="stop", completion_tokens=700 + rng.randrange(200),
+    ...         max_completion_tokens=4096, num_turns=1, max_turns=None)
+    >>> bank = DetectorBank(BankConfig())
+    >>> for i in range(4000):
+    ...     for alarm in bank.update(episode(i)):
+    ...         print(i, alarm.detector, alarm.severity)
+    2163 error_rate page
+    >>> sorted(bank.detectors)
+    ['error_rate', 'length_anomaly', 'masked_failure', 'reward_shift', 'truncation_rate']
+    """
+
+    __slots__ = ("_by_id", "_detectors", "config")
+
+    def __init__(self, config: BankConfig | None = None) -> None:
+        self.config = config if config is not None else BankConfig()
+        self._reset()
+
+    def _reset(self) -> None:
+        self._by_id = self.config.build()
+        self._detectors = tuple(self._by_id.values())
+
+    def update(self, event: EventLike) -> tuple[Alarm, ...]:
+        """Update every detector with one event; the alarms it raised, in ``enabled`` order."""
+        alarms = _NO_ALARMS
+        for detector in self._detectors:
+            detector.update(event)
+            alarm = detector._alarm
+            if alarm is not None:
+                alarms = (*alarms, alarm)
+        return alarms
+
+    @property
+    def detectors(self) -> Mapping[str, _FailureModeDetector]:
+        """The detectors by id (read-only view), e.g. to export statistic and threshold."""
+        return MappingProxyType(self._by_id)

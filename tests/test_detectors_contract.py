@@ -1,0 +1,333 @@
+"""The contract every detector meets: checkpointing, cloning, parameter checks, bounded state.
+
+One parametrized suite over every class of the detector library. Each case names the class,
+its default constructor arguments, a clean stream (no detection expected at the default
+budget) and a stream with a change (detections expected), both seeded.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import math
+import pickle
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pytest
+
+from detectors import (
+    DETECTORS,
+    BankConfig,
+    DetectorBank,
+    ErrorRate,
+    InvariantCounter,
+    LengthAnomaly,
+    MaskedFailure,
+    MeanShiftCUSUM,
+    RateBound,
+    RewardShift,
+    TruncationRate,
+)
+from detectors.alarm import Alarm
+from monitor.events import ErrorInfo, RolloutEvent, Timings
+
+_TIMINGS = Timings(score_s=0.5, score_timeout_s=30.0)
+
+
+def event(**fields: Any) -> RolloutEvent:
+    """A valid clean event; keyword arguments replace fields."""
+    base: dict[str, Any] = {
+        "schema_version": 1,
+        "event_id": "e",
+        "ts": 0.0,
+        "run_id": "run",
+        "env_id": "env",
+        "status": "completed",
+        "reward": 1.0,
+        "stop_reason": "stop",
+        "completion_tokens": 800,
+        "max_completion_tokens": 4096,
+        "num_turns": 1,
+        "max_turns": 8,
+        "timings": _TIMINGS,
+    }
+    base.update(fields)
+    return RolloutEvent(**base)
+
+
+# -- streams ---------------------------------------------------------------------------------
+
+
+def normal_stream(n: int, seed: int, shift_at: int | None = None) -> Iterator[float]:
+    rng = np.random.default_rng(seed)
+    values = rng.standard_normal(n)
+    if shift_at is not None:
+        values[shift_at:] += 1.0
+    yield from values.tolist()
+
+
+def bits(n: int, seed: int, p: float, p_after: float | None = None) -> Iterator[bool]:
+    rng = np.random.default_rng(seed)
+    u = rng.random(n)
+    threshold = np.full(n, p)
+    if p_after is not None:
+        threshold[n // 2 :] = p_after
+    yield from (u < threshold).tolist()
+
+
+def invariant_stream(n: int, seed: int, broken: bool) -> Iterator[bool]:
+    rng = np.random.default_rng(seed)
+    u = rng.random(n)
+    for i in range(n):
+        yield broken and i >= n // 2 and u[i] < 0.05
+
+
+def episodes(n: int, seed: int, broken: bool = False) -> Iterator[RolloutEvent]:
+    """Clean episodes; with ``broken``, the second half has every failure mode at once."""
+    rng = np.random.default_rng(seed)
+    u = rng.random((n, 4))
+    tokens = np.exp(rng.normal(math.log(800.0), 0.4, n)).astype(int)
+    for i in range(n):
+        bad = broken and i >= n // 2
+        p_fail, p_win, p_cut = (0.3, 0.1, 0.6) if bad else (0.01, 0.5, 0.05)
+        if u[i, 0] < p_fail:
+            error = ErrorInfo(type="Timeout", where="verifier")
+            # A broken harness also scores some failures instead of sending null.
+            reward = 0.0 if bad and u[i, 3] < 0.5 else None
+            yield event(status="failed", error=error, reward=reward)
+            continue
+        cut = u[i, 2] < p_cut
+        yield event(
+            reward=float(u[i, 1] < p_win),
+            phase="eval" if i % 50 == 0 else "train",
+            status="truncated" if cut else "completed",
+            stop_reason="length" if cut else "stop",
+            completion_tokens=4096 if cut else int(tokens[i] // (4 if bad else 1)),
+        )
+
+
+@dataclass(frozen=True)
+class Case:
+    cls: type
+    clean: Callable[[int, int], Iterator[Any]]
+    changing: Callable[[int, int], Iterator[Any]]
+    bad_params: tuple[tuple[dict[str, Any], str], ...]
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        return self.cls.__name__
+
+
+CASES = [
+    Case(
+        MeanShiftCUSUM,
+        clean=lambda n, s: normal_stream(n, s),
+        changing=lambda n, s: normal_stream(n, s, shift_at=n // 2),
+        bad_params=(
+            ({"k": 0.0}, "k"),
+            ({"arl0": 1.0}, "arl0"),
+            ({"warmup": 1}, "warmup"),
+            ({"batch_size": 0}, "batch_size"),
+            ({"baseline_halflife": 0.5}, "baseline_halflife"),
+            ({"min_std": 0.0}, "min_std"),
+            ({"clip": 0.4}, "clip"),
+        ),
+    ),
+    Case(
+        RateBound,
+        clean=lambda n, s: bits(n, s, 0.01),
+        changing=lambda n, s: bits(n, s, 0.01, 0.3),
+        bad_params=(
+            ({"threshold": 0.0}, "threshold"),
+            ({"threshold": 1.0}, "threshold"),
+            ({"window": 0}, "window"),
+            ({"min_samples": 501}, "min_samples"),
+            ({"arl0": 0.5}, "arl0"),
+        ),
+    ),
+    Case(
+        InvariantCounter,
+        clean=lambda n, s: invariant_stream(n, s, broken=False),
+        changing=lambda n, s: invariant_stream(n, s, broken=True),
+        bad_params=(({"quiet": 0}, "quiet"),),
+    ),
+    *(
+        Case(
+            cls,
+            clean=lambda n, s: episodes(n, s),
+            changing=lambda n, s: episodes(n, s, broken=True),
+            bad_params=bad,
+        )
+        for cls, bad in [
+            (ErrorRate, (({"threshold": 1.5}, "threshold"), ({"window": 0}, "window"))),
+            (MaskedFailure, (({"quiet": -1}, "quiet"),)),
+            (RewardShift, (({"k": -1.0}, "k"), ({"arl0": 0}, "arl0"))),
+            (LengthAnomaly, (({"min_std": -1.0}, "min_std"), ({"batch_size": 0}, "batch_size"))),
+            (
+                TruncationRate,
+                (({"page_threshold": 0.1}, "page_threshold"), ({"min_samples": 0}, "min_samples")),
+            ),
+        ]
+    ),
+]
+
+
+def observe(detector: Any) -> tuple[Any, ...]:
+    """What a detector shows after an update, for comparing two instances."""
+    if hasattr(detector, "alarm"):
+        return (detector.alarm, detector.active, detector.statistic, detector.threshold)
+    return (detector.drift_detected, getattr(detector, "statistic", None))
+
+
+def detected(detector: Any) -> bool:
+    return detector.alarm is not None if hasattr(detector, "alarm") else detector.drift_detected
+
+
+def run(detector: Any, stream: Iterator[Any]) -> list[tuple[Any, ...]]:
+    out = []
+    for x in stream:
+        detector.update(x)
+        out.append(observe(detector))
+    return out
+
+
+def state_size(obj: Any, seen: set[int] | None = None) -> int:
+    """Number of stored scalars and container elements reachable through slots."""
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return 1
+    if isinstance(obj, (bytes, bytearray)):
+        return len(obj)
+    seen = set() if seen is None else seen
+    if id(obj) in seen:
+        return 0
+    seen.add(id(obj))
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return len(obj) + sum(state_size(v, seen) for v in obj)
+    if isinstance(obj, dict):
+        return len(obj) + sum(state_size(v, seen) for v in obj.values())
+    slots = [s for klass in type(obj).__mro__ for s in getattr(klass, "__slots__", ())]
+    if slots:
+        return sum(state_size(getattr(obj, s), seen) for s in slots if hasattr(obj, s))
+    return state_size(vars(obj), seen)
+
+
+@pytest.fixture(params=CASES, ids=lambda c: c.id)
+def case(request: pytest.FixtureRequest) -> Case:
+    case: Case = request.param
+    return case
+
+
+def test_every_failure_mode_detector_has_a_case() -> None:
+    assert set(DETECTORS.values()) <= {c.cls for c in CASES}
+
+
+def test_pickle_round_trip_mid_stream(case: Case) -> None:
+    stream = list(case.changing(4000, 1))
+    original = case.cls(**case.params)
+    run(original, iter(stream[:2000]))
+    restored = pickle.loads(pickle.dumps(original))
+    assert run(restored, iter(stream[2000:])) == run(original, iter(stream[2000:]))
+
+
+def test_the_changing_stream_is_detected(case: Case) -> None:
+    detector = case.cls(**case.params)
+    assert any(detected(detector) for _ in run_each(detector, case.changing(4000, 1)))
+
+
+def run_each(detector: Any, stream: Iterator[Any]) -> Iterator[None]:
+    for x in stream:
+        detector.update(x)
+        yield None
+
+
+def test_deepcopy_mid_stream_behaves_identically(case: Case) -> None:
+    stream = list(case.changing(4000, 2))
+    original = case.cls(**case.params)
+    run(original, iter(stream[:2000]))
+    twin = copy.deepcopy(original)
+    assert run(twin, iter(stream[2000:])) == run(original, iter(stream[2000:]))
+
+
+def test_clone_has_the_parameters_and_fresh_state(case: Case) -> None:
+    stream = list(case.changing(3000, 3))
+    used = case.cls(**case.params)
+    run(used, iter(stream))
+    clone = used.clone()
+    assert repr(clone) == repr(used)
+    assert run(clone, iter(stream)) == run(case.cls(**case.params), iter(stream))
+
+
+def test_repr_names_every_parameter(case: Case) -> None:
+    detector = case.cls(**case.params)
+    text = repr(detector)
+    assert text.startswith(f"{case.cls.__name__}(")
+    for name in inspect.signature(case.cls).parameters:
+        assert f"{name}=" in text
+
+
+def test_defaults_are_immutable(case: Case) -> None:
+    for param in inspect.signature(case.cls).parameters.values():
+        assert isinstance(param.default, (int, float, str, bool, tuple, frozenset, type(None)))
+
+
+def test_bad_parameters_raise_value_error_naming_them(case: Case) -> None:
+    for kwargs, name in case.bad_params:
+        with pytest.raises(ValueError, match=name):
+            case.cls(**{**case.params, **kwargs})
+
+
+def test_read_only_properties(case: Case) -> None:
+    detector = case.cls(**case.params)
+    names = ["alarm", "active", "statistic"] if hasattr(detector, "alarm") else ["drift_detected"]
+    for name in names:
+        with pytest.raises(AttributeError):
+            setattr(detector, name, None)
+
+
+def test_state_is_bounded(case: Case) -> None:
+    detector = case.cls(**case.params)
+    stream = case.clean(100_000, 4)
+    for i, x in enumerate(stream, 1):
+        detector.update(x)
+        if i == 10_000:
+            size_10k = state_size(detector)
+            pickled_10k = len(pickle.dumps(detector))
+    assert state_size(detector) == size_10k
+    # Integers pickle in 1, 2 or 4 bytes: allow a few bytes, never growth with the stream.
+    assert abs(len(pickle.dumps(detector)) - pickled_10k) <= 16
+
+
+def test_no_detection_on_a_clean_stream_at_the_default_budget(case: Case) -> None:
+    detector = case.cls(**case.params)
+    hits = [
+        i for i, _ in enumerate(run_each(detector, case.clean(20_000, 5))) if detected(detector)
+    ]
+    assert hits == []
+
+
+# -- the bank --------------------------------------------------------------------------------
+
+
+def test_bank_pickle_round_trip_mid_stream() -> None:
+    stream = list(episodes(4000, 6, broken=True))
+    bank = DetectorBank(BankConfig())
+    for e in stream[:2000]:
+        bank.update(e)
+    restored = pickle.loads(pickle.dumps(bank))
+    rest = stream[2000:]
+    assert [restored.update(e) for e in rest] == [bank.update(e) for e in rest]
+
+
+def test_bank_state_is_bounded_and_quiet_on_a_clean_stream() -> None:
+    bank = DetectorBank()
+    alarms: list[Alarm] = []
+    for i, e in enumerate(episodes(100_000, 7), 1):
+        alarms.extend(bank.update(e))
+        if i == 10_000:
+            size_10k = state_size(bank)
+    assert state_size(bank) == size_10k
+    assert alarms == []
