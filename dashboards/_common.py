@@ -130,9 +130,13 @@ def _targets(
 
 
 def _thresholds(steps: Sequence[Threshold]) -> db.ThresholdsConfig:
-    return db.ThresholdsConfig().mode(dm.ThresholdsMode.ABSOLUTE).steps(
-        [dm.Threshold(value=None, color="green")]
-        + [dm.Threshold(value=value, color=color) for value, color in steps]
+    return (
+        db.ThresholdsConfig()
+        .mode(dm.ThresholdsMode.ABSOLUTE)
+        .steps(
+            [dm.Threshold(value=None, color="green")]
+            + [dm.Threshold(value=value, color=color) for value, color in steps]
+        )
     )
 
 
@@ -174,9 +178,7 @@ def timeseries_panel(
         panel = panel.draw_style(common.GraphDrawStyle.BARS).fill_opacity(80)
     if thresholds:
         panel = panel.thresholds(_thresholds(thresholds)).thresholds_style(
-            common_builders.GraphThresholdsStyleConfig().mode(
-                common.GraphTresholdsStyleMode.DASHED
-            )
+            common_builders.GraphThresholdsStyleConfig().mode(common.GraphTresholdsStyleMode.DASHED)
         )
     if min_value is not None:
         panel = panel.min(min_value)

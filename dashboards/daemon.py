@@ -161,10 +161,14 @@ def _row_throughput(dashboard: db.Dashboard) -> db.Dashboard:
                 "the overflow segment once the cap is reached.",
                 units.Short,
                 [
-                    (f"sum by (instance) (rollout_monitor_segments{{{_INST}}})",
-                     "segments {{instance}}"),
-                    (_rate("rollout_monitor_segment_overflow_events_total"),
-                     "overflow events/s {{instance}}"),
+                    (
+                        f"sum by (instance) (rollout_monitor_segments{{{_INST}}})",
+                        "segments {{instance}}",
+                    ),
+                    (
+                        _rate("rollout_monitor_segment_overflow_events_total"),
+                        "overflow events/s {{instance}}",
+                    ),
                 ],
             )
         )
@@ -216,8 +220,10 @@ def _row_delivery(dashboard: db.Dashboard) -> db.Dashboard:
                 "the scrape duration Prometheus measured.",
                 units.Seconds,
                 [
-                    (f"rollout_monitor_collect_duration_seconds{{{_INST}}}",
-                     "collect {{instance}}"),
+                    (
+                        f"rollout_monitor_collect_duration_seconds{{{_INST}}}",
+                        "collect {{instance}}",
+                    ),
                     (f'scrape_duration_seconds{{job="{JOB}", {_INST}}}', "scrape {{instance}}"),
                 ],
                 span=8,
@@ -239,10 +245,11 @@ def _row_delivery(dashboard: db.Dashboard) -> db.Dashboard:
                 "was full.",
                 units.Short,
                 [
-                    (f"sum by (instance) (rollout_monitor_alert_queue_size{{{_INST}}})",
-                     "queued {{instance}}"),
-                    (_rate("rollout_monitor_alert_queue_dropped_total"),
-                     "dropped/s {{instance}}"),
+                    (
+                        f"sum by (instance) (rollout_monitor_alert_queue_size{{{_INST}}})",
+                        "queued {{instance}}",
+                    ),
+                    (_rate("rollout_monitor_alert_queue_dropped_total"), "dropped/s {{instance}}"),
                 ],
                 span=8,
             )

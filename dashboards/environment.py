@@ -111,8 +111,7 @@ def _row_rates(dashboard: db.Dashboard) -> db.Dashboard:
         .with_panel(
             c.timeseries_panel(
                 "Truncation share",
-                "Share of truncated episodes (1 m). Dashed line: 50%, where truncation_rate "
-                "pages.",
+                "Share of truncated episodes (1 m). Dashed line: 50%, where truncation_rate pages.",
                 units.PercentUnit,
                 [
                     (
@@ -230,8 +229,7 @@ def _row_detectors(dashboard: db.Dashboard) -> db.Dashboard:
                 units.Short,
                 [
                     (
-                        "max by (detector, severity) ("
-                        f"rollout_monitor_alert_active{{{_SEL}}})",
+                        f"max by (detector, severity) (rollout_monitor_alert_active{{{_SEL}}})",
                         "{{detector}} ({{severity}})",
                     )
                 ],

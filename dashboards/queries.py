@@ -23,9 +23,7 @@ def _user_variables(dashboard_json: Mapping[str, Any]) -> set[str]:
     }
 
 
-def substitute(
-    expr: str, variables: set[str], *, matcher: str = ".*", interval: str = "1m"
-) -> str:
+def substitute(expr: str, variables: set[str], *, matcher: str = ".*", interval: str = "1m") -> str:
     """Replace dashboard variables by ``matcher`` and interval variables by ``interval``.
 
     >>> substitute('rate(x{run=~"$run"}[$__rate_interval])', {"run"})

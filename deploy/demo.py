@@ -85,21 +85,42 @@ def main() -> int:
     daemon = subprocess.Popen([*exe, "run"], env=env, stderr=log, stdout=log, cwd=ROOT)
     try:
         _wait("the daemon's /readyz", lambda: _get(f"http://{DAEMON}/readyz") == "ready\n", 60)
-        print(f"demo: daemon ready on http://{DAEMON}; streaming {EVENTS} events at {RATE:.0f}/s "
-              f"into {topic}, error burst in {FAULT_ENV} from event {FAULT_AT}", flush=True)
+        print(
+            f"demo: daemon ready on http://{DAEMON}; streaming {EVENTS} events at {RATE:.0f}/s "
+            f"into {topic}, error burst in {FAULT_ENV} from event {FAULT_AT}",
+            flush=True,
+        )
         subprocess.run(
-            [*exe, "simulate", "--events", str(EVENTS), "--rate", str(RATE), "--realtime",
-             "--runs", run_id, "--kafka", KAFKA, "--topic", topic,
-             "--fault", f"error_burst:{FAULT_ENV}:{FAULT_AT}:0.35"],
-            check=True, cwd=ROOT,
+            [
+                *exe,
+                "simulate",
+                "--events",
+                str(EVENTS),
+                "--rate",
+                str(RATE),
+                "--realtime",
+                "--runs",
+                run_id,
+                "--kafka",
+                KAFKA,
+                "--topic",
+                topic,
+                "--fault",
+                f"error_burst:{FAULT_ENV}:{FAULT_AT}:0.35",
+            ],
+            check=True,
+            cwd=ROOT,
         )
         notes = _wait(
             "the page at the webhook receiver",
             lambda: [n for n in _get(WEBHOOK + "/") if _pages_for(n, run_id)],
             60,
         )
-        scraped = _wait("Prometheus to scrape the alarm",
-                        lambda: _prom_query(f'rollout_monitor_alarms_total{{run="{run_id}"}}'), 30)
+        scraped = _wait(
+            "Prometheus to scrape the alarm",
+            lambda: _prom_query(f'rollout_monitor_alarms_total{{run="{run_id}"}}'),
+            30,
+        )
     finally:
         daemon.send_signal(signal.SIGTERM)
         daemon.wait(timeout=30)
@@ -117,25 +138,31 @@ def _report(
     print("\n== alerts raised by the daemon (alerts file) ==")
     for line in alerts_file.read_text().splitlines():
         a = json.loads(line)
-        print(f"  {a['status']:8} {a['severity']:7} {a['detector']:16} env={a['env']:13} "
-              f"event #{a['event_index']}: {a['summary']}")
+        print(
+            f"  {a['status']:8} {a['severity']:7} {a['detector']:16} env={a['env']:13} "
+            f"event #{a['event_index']}: {a['summary']}"
+        )
     print("\n== notifications delivered by Alertmanager to the webhook ==")
     for n in notes:
         for a in n["alerts"]:
             if a["labels"].get("run") == run_id:
-                print(f"  {a['status']:8} {a['labels']['alertname']} "
-                      f"detector={a['labels'].get('detector')} env={a['labels'].get('env')}")
+                print(
+                    f"  {a['status']:8} {a['labels']['alertname']} "
+                    f"detector={a['labels'].get('detector')} env={a['labels'].get('env')}"
+                )
     print("\n== Prometheus: rollout_monitor_alarms_total ==")
     for r in scraped:
         m = r["metric"]
-        print(f"  {m['detector']:16} env={m['env']:13} severity={m['severity']:7} = {r['value'][1]}")
+        print(
+            f"  {m['detector']:16} env={m['env']:13} severity={m['severity']:7} = {r['value'][1]}"
+        )
     print(f"""
 Where to look (the stack stays up; `make stack-down` stops it):
   Prometheus    {PROMETHEUS}/graph?g0.expr=rollout_monitor_alarms_total
   Alertmanager  {ALERTMANAGER}/#/alerts
   Webhook log   {WEBHOOK}/
   Alerts file   {alerts_file}
-  Daemon log    {STATE / 'demo-daemon.log'}
+  Daemon log    {STATE / "demo-daemon.log"}
 """)
 
 

@@ -172,9 +172,7 @@ class AlertmanagerClient:
         return json.dumps(items).encode()
 
     def _post(self, batch: list[Alert]) -> bool:
-        request = urllib.request.Request(
-            self.endpoint, data=self._payload(batch), method="POST"
-        )
+        request = urllib.request.Request(self.endpoint, data=self._payload(batch), method="POST")
         request.add_header("Content-Type", "application/json")
         if self._auth_header:
             request.add_header("Authorization", self._auth_header)

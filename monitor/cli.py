@@ -46,9 +46,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     missing = [p for p in args.paths if not p.is_file()]
     if missing:
         raise ConfigError("input file(s) not found: " + ", ".join(map(str, missing)))
-    result = replay(
-        args.paths, settings, alerts_out=args.alerts_out, progress=sys.stderr.isatty()
-    )
+    result = replay(args.paths, settings, alerts_out=args.alerts_out, progress=sys.stderr.isatty())
     print_summary(result)
     return EXIT_OK
 

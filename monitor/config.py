@@ -46,9 +46,11 @@ class KafkaSettings(BaseModel):
     @field_validator("topics", mode="before")
     @classmethod
     def _split_topics(cls, value: Any) -> Any:
-        return tuple(t.strip() for t in value.split(",") if t.strip()) if isinstance(
-            value, str
-        ) else value
+        return (
+            tuple(t.strip() for t in value.split(",") if t.strip())
+            if isinstance(value, str)
+            else value
+        )
 
     def client_config(self) -> dict[str, str]:
         """Security settings as librdkafka-style keys (both backends accept these)."""
@@ -98,9 +100,11 @@ class DetectorSettings(BaseModel):
     @field_validator("enabled", mode="before")
     @classmethod
     def _split_enabled(cls, value: Any) -> Any:
-        return tuple(t.strip() for t in value.split(",") if t.strip()) if isinstance(
-            value, str
-        ) else value
+        return (
+            tuple(t.strip() for t in value.split(",") if t.strip())
+            if isinstance(value, str)
+            else value
+        )
 
 
 class AlertmanagerSettings(BaseModel):
@@ -208,7 +212,9 @@ def load_settings(config_file: Path | None = None) -> Settings:
     settings_cls: type[Settings] = Settings
     if config_file is not None:
         settings_cls = type(
-            "Settings", (Settings,), {"model_config": {**Settings.model_config, "toml_file": config_file}}
+            "Settings",
+            (Settings,),
+            {"model_config": {**Settings.model_config, "toml_file": config_file}},
         )
     try:
         return settings_cls()

@@ -50,6 +50,12 @@ class Daemon:
         self.dead_letter: DeadLetterSink | None = None
         self.pipeline: Pipeline | None = None
         self.http: MonitorHTTPServer | None = None
+        # Read by the HTTP thread, written by the consumer thread: the Kafka client must only be
+        # called from the consumer thread (confluent-kafka blocks other threads during consume).
+        self._assigned: tuple[TopicPartition, ...] = ()
+        self._connected = False
+        self._lag: dict[TopicPartition, int] = {}
+        self._last_refresh = 0.0
 
     # -- control ---------------------------------------------------------------------------
     def stop(self) -> None:
@@ -67,12 +73,11 @@ class Daemon:
         signal.signal(signal.SIGINT, handle)
 
     def readiness(self) -> tuple[bool, str]:
-        source = self.source
-        if source is None:
+        if self.source is None:
             return False, "starting"
-        if not source.connected:
+        if not self._connected:
             return False, "broker unreachable"
-        if not source.assignment():
+        if not self._assigned:
             return False, "no partitions assigned"
         return True, "ready"
 
@@ -116,7 +121,10 @@ class Daemon:
             c = self.pipeline.counters
             log.info(
                 "stopped after processing %d events (%d invalid, %d duplicates) in %d segments",
-                c.processed, sum(c.invalid.values()), c.duplicates, len(self.pipeline.segments),
+                c.processed,
+                sum(c.invalid.values()),
+                c.duplicates,
+                len(self.pipeline.segments),
             )
         return 0
 
@@ -130,8 +138,19 @@ class Daemon:
                 self._track(batch)
             else:
                 self.pipeline.end_batch()
-            if time.monotonic() - self._last_commit >= settings.commit_every_seconds:
+            now = time.monotonic()
+            if now - self._last_refresh >= 0.5:
+                self._refresh_state(now)
+            if now - self._last_commit >= settings.commit_every_seconds:
                 self._commit("interval")
+
+    def _refresh_state(self, now: float) -> None:
+        """Copy what the endpoints show from the Kafka client (consumer thread only)."""
+        assert self.source is not None
+        self._last_refresh = now
+        self._connected = self.source.connected
+        self._assigned = tuple(self.source.assignment())
+        self._lag = self.source.lag()
 
     def _track(self, batch: list[RawMessage]) -> None:
         pending = self._pending
@@ -164,6 +183,7 @@ class Daemon:
     # -- rebalance hooks (called from inside poll) -----------------------------------------
     def _on_assign(self, partitions: list[TopicPartition]) -> None:
         log.info("assigned %s", partitions)
+        self._last_refresh = 0.0  # refresh the readiness and lag at the next turn
 
     def _on_revoke(self, partitions: list[TopicPartition]) -> None:
         log.info("revoked %s; committing their processed offsets", partitions)
@@ -191,9 +211,9 @@ class Daemon:
 
     def _start_http(self, client: AlertmanagerClient | None) -> None:
         assert self.pipeline is not None and self.source is not None
-        source, dead_letter = self.source, self.dead_letter
+        dead_letter = self.dead_letter
         consumer = ConsumerState(
-            lag=source.lag,
+            lag=lambda: self._lag,
             ready=lambda: self.readiness()[0],
             dead_letter_failures=lambda: dead_letter.failures if dead_letter else 0,
         )

@@ -15,7 +15,7 @@ class RecentIds:
     True
     """
 
-    __slots__ = ("_order", "_members", "capacity")
+    __slots__ = ("_members", "_order", "capacity")
 
     def __init__(self, capacity: int) -> None:
         if capacity < 0:

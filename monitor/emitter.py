@@ -210,8 +210,9 @@ class RolloutEmitter:
     def _produce(self, value: bytes, key: bytes | None) -> None:
         while True:
             try:
-                self._producer.produce(self.topic, value=value, key=key,
-                                       on_delivery=self._on_delivery)
+                self._producer.produce(
+                    self.topic, value=value, key=key, on_delivery=self._on_delivery
+                )
                 break
             except BufferError:  # local queue full: serve callbacks, then retry
                 self._producer.poll(0.05)

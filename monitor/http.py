@@ -22,7 +22,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         if not self.server.authorized(self.headers.get("Authorization")):
-            self._send(401, b"unauthorized\n", extra={"WWW-Authenticate": 'Basic realm="rollout-monitor"'})
+            self._send(
+                401, b"unauthorized\n", extra={"WWW-Authenticate": 'Basic realm="rollout-monitor"'}
+            )
             return
         path = self.path.split("?", 1)[0]
         if path == "/metrics":
@@ -50,7 +52,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         return  # scrapes every second would flood the log
 
 

@@ -150,7 +150,9 @@ class DetectorCollector(Collector):
         yield from (statistic, threshold, alarms, active)
 
 
-def _add_detectors(statistic: GaugeMetricFamily, threshold: GaugeMetricFamily, seg: Segment) -> None:
+def _add_detectors(
+    statistic: GaugeMetricFamily, threshold: GaugeMetricFamily, seg: Segment
+) -> None:
     for detector_id, detector in list(seg.bank.detectors.items()):
         labels = [seg.run, seg.env, detector_id]
         statistic.add_metric(labels, float(detector.statistic))
@@ -204,7 +206,9 @@ class PipelineCollector(Collector):
             value=self.consumer.dead_letter_failures(),
         )
         yield GaugeMetricFamily(
-            "rollout_monitor_segments", "Segments held in memory.", value=len(self.pipeline.segments)
+            "rollout_monitor_segments",
+            "Segments held in memory.",
+            value=len(self.pipeline.segments),
         )
         yield CounterMetricFamily(
             "rollout_monitor_segment_overflow_events",

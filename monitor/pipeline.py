@@ -12,16 +12,16 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from prometheus_client import Histogram
 
-from detectors.bank import BankConfig, DetectorBank
+from detectors.bank import DEFAULT_ENABLED, BankConfig, DetectorBank
 from monitor.alerts import AlertTracker
 from monitor.config import DetectorSettings, PipelineSettings
 from monitor.dedup import RecentIds
 from monitor.events import INVALID_REASONS, InvalidEvent, RolloutEvent, decode_event
-from monitor.segments import Segment, SegmentTable
+from monitor.segments import SegmentTable
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ class MessageLike(Protocol):
 class InvalidSink(Protocol):
     """Receives refused messages (the dead-letter topic, or a list in replay)."""
 
-    def send(self, msg: MessageLike, reason: str, detail: str) -> None: ...
+    def send(self, msg: Any, reason: str, detail: str) -> None: ...
 
 
 @dataclass
@@ -67,7 +67,7 @@ class PipelineCounters:
 
 def bank_factory(settings: DetectorSettings) -> Callable[[], DetectorBank]:
     """A constructor of the per-segment detector bank for these settings."""
-    config = BankConfig(arl0=settings.budget_events, enabled=settings.enabled)
+    config = BankConfig(arl0=settings.budget_events, enabled=settings.enabled or DEFAULT_ENABLED)
     return lambda: DetectorBank(config)
 
 

@@ -20,6 +20,7 @@ from monitor.alerts import Alert, AlertLog, AlertsFile, AlertSink, AlertTracker
 from monitor.config import Settings
 from monitor.events import InvalidEvent, RolloutEvent, event_from_mapping
 from monitor.pipeline import Pipeline
+from monitor.segments import Segment
 
 PARQUET_SUFFIXES = {".parquet", ".pq"}
 
@@ -143,13 +144,21 @@ def print_summary(result: ReplayResult, out: TextIO = sys.stdout) -> None:
     for alert in result.alerts:
         if alert.status == "firing":
             fired[(alert.run, alert.env)] = fired.get((alert.run, alert.env), 0) + 1
-    rows = [("run", "env", "events", "failed", "truncated", "mean reward", "alerts")]
+    rows: list[Sequence[str]] = [
+        ("run", "env", "events", "failed", "truncated", "mean reward", "alerts")
+    ]
     for seg in result.pipeline.segments.snapshot():
         mean = seg.reward_sum / seg.reward_count if seg.reward_count else float("nan")
-        share = (lambda k: f"{seg.status_counts[k] / seg.events:.1%}" if seg.events else "-")
         rows.append(
-            (seg.run, seg.env, str(seg.events), share("failed"), share("truncated"),
-             f"{mean:.3f}", str(fired.get((seg.run, seg.env), 0)))
+            (
+                seg.run,
+                seg.env,
+                str(seg.events),
+                _share(seg, "failed"),
+                _share(seg, "truncated"),
+                f"{mean:.3f}",
+                str(fired.get((seg.run, seg.env), 0)),
+            )
         )
     _table(rows, out)
     if counters.invalid and result.invalid:
@@ -165,7 +174,11 @@ def print_summary(result: ReplayResult, out: TextIO = sys.stdout) -> None:
     _table(rows, out)
 
 
-def _table(rows: list[tuple[str, ...]], out: TextIO) -> None:
+def _share(seg: Segment, status: str) -> str:
+    return f"{seg.status_counts[status] / seg.events:.1%}" if seg.events else "-"
+
+
+def _table(rows: Sequence[Sequence[str]], out: TextIO) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for i, row in enumerate(rows):
         out.write("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() + "\n")

@@ -98,8 +98,15 @@ DEFAULT_MAGNITUDES: dict[str, float] = {
 }
 
 _SHARE_KINDS = frozenset(
-    {"error_burst", "reward_drop", "masked_failure", "truncation", "zero_variance", "invalid",
-     "duplicate"}
+    {
+        "error_burst",
+        "reward_drop",
+        "masked_failure",
+        "truncation",
+        "zero_variance",
+        "invalid",
+        "duplicate",
+    }
 )
 _FACTOR_KINDS = frozenset({"length_collapse", "length_explosion"})
 _STRUCTURAL_KINDS = frozenset({"silence", "duplicate"})
@@ -252,9 +259,18 @@ class _Model:
 
 
 _MATH = _Model(
-    kind=0, version="1.3.0", p_start=0.35, p_end=0.62, difficulty_sd=1.8,
-    max_completion_tokens=4096, len_sigma=0.55, prompt_median=180.0, tok_per_s=90.0,
-    score_median=0.04, score_sigma=0.7, fail_rate=0.006,
+    kind=0,
+    version="1.3.0",
+    p_start=0.35,
+    p_end=0.62,
+    difficulty_sd=1.8,
+    max_completion_tokens=4096,
+    len_sigma=0.55,
+    prompt_median=180.0,
+    tok_per_s=90.0,
+    score_median=0.04,
+    score_sigma=0.7,
+    fail_rate=0.006,
     errors=(
         ("VerifierTimeout", "verifier", "math verifier exceeded 30s"),
         ("SympyParseError", "verifier", "could not parse reference answer"),
@@ -262,9 +278,18 @@ _MATH = _Model(
     ),
 )
 _CODE = _Model(
-    kind=1, version="0.9.2", p_start=0.22, p_end=0.45, difficulty_sd=1.2,
-    max_completion_tokens=8192, len_sigma=0.6, prompt_median=650.0, tok_per_s=70.0,
-    score_median=1.6, score_sigma=0.55, fail_rate=0.009,
+    kind=1,
+    version="0.9.2",
+    p_start=0.22,
+    p_end=0.45,
+    difficulty_sd=1.2,
+    max_completion_tokens=8192,
+    len_sigma=0.6,
+    prompt_median=650.0,
+    tok_per_s=70.0,
+    score_median=1.6,
+    score_sigma=0.55,
+    fail_rate=0.009,
     errors=(
         ("SandboxOOM", "sandbox", "container killed: out of memory"),
         ("ContainerStartError", "sandbox", "failed to start container"),
@@ -272,9 +297,19 @@ _CODE = _Model(
     ),
 )
 _TOOL = _Model(
-    kind=2, version="2.1.0", p_start=0.45, p_end=0.66, difficulty_sd=1.0,
-    max_completion_tokens=6144, len_sigma=0.5, prompt_median=1400.0, tok_per_s=80.0,
-    score_median=0.35, score_sigma=0.5, fail_rate=0.007, max_turns=12,
+    kind=2,
+    version="2.1.0",
+    p_start=0.45,
+    p_end=0.66,
+    difficulty_sd=1.0,
+    max_completion_tokens=6144,
+    len_sigma=0.5,
+    prompt_median=1400.0,
+    tok_per_s=80.0,
+    score_median=0.35,
+    score_sigma=0.5,
+    fail_rate=0.007,
+    max_turns=12,
     errors=(
         ("ToolServerUnavailable", "tool", "tool server connection refused"),
         ("JudgeError", "judge", "judge response could not be parsed"),
@@ -322,8 +357,17 @@ def _hex_strings(raw: np.ndarray, uuid4: bool) -> list[str]:
     if uuid4:
         dash = np.full((n, 1), ord("-"), dtype=np.uint8)
         chars = np.hstack(
-            [chars[:, :8], dash, chars[:, 8:12], dash, chars[:, 12:16], dash, chars[:, 16:20],
-             dash, chars[:, 20:]]
+            [
+                chars[:, :8],
+                dash,
+                chars[:, 8:12],
+                dash,
+                chars[:, 12:16],
+                dash,
+                chars[:, 16:20],
+                dash,
+                chars[:, 20:],
+            ]
         )
     w = chars.shape[1]
     text = chars.tobytes().decode("ascii")
@@ -345,8 +389,9 @@ class _Chunk:
 
 
 class _Simulator:
-    def __init__(self, config: SimulationConfig, stats: SimulationStats | None,
-                 encode: bool = True) -> None:
+    def __init__(
+        self, config: SimulationConfig, stats: SimulationStats | None, encode: bool = True
+    ) -> None:
         self.cfg = config
         self.encode = encode
         self.stats = stats if stats is not None else SimulationStats()
@@ -368,10 +413,12 @@ class _Simulator:
         n_env = len(envs)
         jitter = init.uniform(-0.05, 0.05, n_env)
         self.env_kind = np.array([m.kind for m in self.models])
-        self.env_l0 = np.array([_logit(m.p_start + j) for m, j in zip(self.models, jitter,
-                                                                       strict=True)])
-        self.env_l1 = np.array([_logit(m.p_end + j) for m, j in zip(self.models, jitter,
-                                                                     strict=True)])
+        self.env_l0 = np.array(
+            [_logit(m.p_start + j) for m, j in zip(self.models, jitter, strict=True)]
+        )
+        self.env_l1 = np.array(
+            [_logit(m.p_end + j) for m, j in zip(self.models, jitter, strict=True)]
+        )
         self.env_max = np.array([m.max_completion_tokens for m in self.models])
         self.env_sigma = np.array([m.len_sigma for m in self.models])
         # median chosen so that P(tokens >= max) is about 1% (z = 2.326)
@@ -385,12 +432,14 @@ class _Simulator:
             [init.normal(0.0, m.difficulty_sd, _TASK_POOL) for m in self.models]
         )
         self.task_prompt = np.stack(
-            [np.maximum(8, np.exp(np.log(m.prompt_median) + 0.35 * init.standard_normal(
-                _TASK_POOL))).astype(np.int64) for m in self.models]
+            [
+                np.maximum(
+                    8, np.exp(np.log(m.prompt_median) + 0.35 * init.standard_normal(_TASK_POOL))
+                ).astype(np.int64)
+                for m in self.models
+            ]
         )
-        self.task_names = [
-            [f"{e}/t{i:05d}" for i in range(_TASK_POOL)] for e in envs
-        ]
+        self.task_names = [[f"{e}/t{i:05d}" for i in range(_TASK_POOL)] for e in envs]
 
         # segments: run x env, throughput weight per environment
         env_weight = init.uniform(0.8, 1.25, n_env)
@@ -398,14 +447,13 @@ class _Simulator:
         self.seg_env = np.tile(np.arange(n_env), len(runs))
         w = env_weight[self.seg_env]
         self.seg_p = w / w.sum()
-        self.seg_key = [f"{runs[r]}|{envs[e]}".encode()
-                        for r, e in zip(self.seg_run, self.seg_env, strict=True)]
+        self.seg_key = [
+            f"{runs[r]}|{envs[e]}".encode() for r, e in zip(self.seg_run, self.seg_env, strict=True)
+        ]
         self.seg_groups = [0] * len(self.seg_run)
         self.run_groups = [0] * len(runs)
 
-        self.fault_env = [
-            np.array([f.env in ("*", e) for e in envs]) for f in config.faults
-        ]
+        self.fault_env = [np.array([f.env in ("*", e) for e in envs]) for f in config.faults]
         self.fault_window = [f.window(config.events) for f in config.faults]
 
         self.pos = 0
@@ -438,8 +486,9 @@ class _Simulator:
 
     def _all_silenced(self, pos: int) -> bool:
         silenced = np.zeros(len(self.cfg.envs), dtype=bool)
-        for f, envmask, (lo, hi) in zip(self.cfg.faults, self.fault_env, self.fault_window,
-                                        strict=True):
+        for f, envmask, (lo, hi) in zip(
+            self.cfg.faults, self.fault_env, self.fault_window, strict=True
+        ):
             if f.kind == "silence" and lo <= pos < hi:
                 silenced |= envmask
         return bool(silenced.all())
@@ -492,12 +541,14 @@ class _Simulator:
         event_ids = _hex_strings(self.r_ids.integers(0, 256, (n, 16), dtype=np.uint8), True)
         hashes = _hex_strings(self.r_ids.integers(0, 256, (n, 8), dtype=np.uint8), False)
         block = self.r_time.standard_normal(-(-2 * n // 64))
-        gaps = self.r_time.exponential(1.0, 2 * n) * np.repeat(
-            np.exp(0.6 * block - 0.18), 64)[: 2 * n]
+        gaps = (
+            self.r_time.exponential(1.0, 2 * n) * np.repeat(np.exp(0.6 * block - 0.18), 64)[: 2 * n]
+        )
         # rare lulls of ~100 events' worth of time; the mean gap stays 1 / events_per_second
         lull = self.r_time.random(2 * n) < 0.0005
         gaps = (gaps + lull * self.r_time.exponential(100.0, 2 * n)) / (
-            cfg.events_per_second * 1.05)
+            cfg.events_per_second * 1.05
+        )
         dup_u = self.r_dup.random(n)
         dup_delay = self.r_dup.integers(1, 2 * gs + 1, n)
 
@@ -520,8 +571,11 @@ class _Simulator:
         kind = self.env_kind[env]
         task = g_task[g]
         prog = g_progress[g]
-        logit_p = (self.env_l0[env] + (self.env_l1[env] - self.env_l0[env]) * prog
-                   + self.task_difficulty[env, task])
+        logit_p = (
+            self.env_l0[env]
+            + (self.env_l1[env] - self.env_l0[env]) * prog
+            + self.task_difficulty[env, task]
+        )
         p = 1.0 / (1.0 + np.exp(-logit_p))
         ne = len(ev_slot)
         len_mult = 1.0 + 0.15 * prog
@@ -570,18 +624,20 @@ class _Simulator:
         fmt = np.where(u_fmt < 0.01, 0.0, np.where(u_fmt < 0.03, 0.5, 1.0))
         t_total = np.where(zv, g_tests_total[g], tests_total[ev_slot])
         # a failed solution passes some tests, or none when it does not even compile
-        t_fail = np.minimum(np.where(zv, g_tests_partial[g], tests_partial[ev_slot]),
-                            t_total - 1)
+        t_fail = np.minimum(np.where(zv, g_tests_partial[g], tests_partial[ev_slot]), t_total - 1)
         t_fail = np.where(np.where(zv, gu[3, g], uu[11]) < 0.35, 0, t_fail)
         t_pass = np.where(success, t_total, t_fail)
         n_turns = np.minimum(turns[ev_slot], 12)
         n_calls = np.maximum(0, n_turns - 1 + calls_extra[ev_slot])
         n_tool_err = (uu[6] < 0.03 * n_calls).astype(np.int64)
         task_score = np.where(
-            success, np.clip(0.8 + 0.12 * np.where(zv, gz[g], zz[0]), 0.0, 1.0),
-            np.clip(0.12 + 0.08 * np.abs(np.where(zv, gz[g], zz[0])), 0.0, 1.0))
-        efficiency = np.where(zv, 1.0, np.clip(1.0 - 0.1 * n_tool_err - 0.02 * (n_turns - 1),
-                                               0.0, 1.0))
+            success,
+            np.clip(0.8 + 0.12 * np.where(zv, gz[g], zz[0]), 0.0, 1.0),
+            np.clip(0.12 + 0.08 * np.abs(np.where(zv, gz[g], zz[0])), 0.0, 1.0),
+        )
+        efficiency = np.where(
+            zv, 1.0, np.clip(1.0 - 0.1 * n_tool_err - 0.02 * (n_turns - 1), 0.0, 1.0)
+        )
         reward = np.select(
             [kind == 0, kind == 1],
             [0.9 * success + 0.1 * fmt, t_pass / t_total],
@@ -608,10 +664,11 @@ class _Simulator:
 
         # timings
         gen_s = tokens / self.env_tok_rate[env] * np.exp(0.3 * zz[2])
-        env_s = np.where(kind == 1, 2.0 * np.exp(0.5 * zz[3]),
-                         n_turns * 0.4 * np.exp(0.4 * zz[3]))
-        score_s = np.minimum(np.exp(self.env_score_mu[env] + self.env_score_sigma[env] * zz[4]),
-                             0.8 * SCORE_TIMEOUT_S)
+        env_s = np.where(kind == 1, 2.0 * np.exp(0.5 * zz[3]), n_turns * 0.4 * np.exp(0.4 * zz[3]))
+        score_s = np.minimum(
+            np.exp(self.env_score_mu[env] + self.env_score_sigma[env] * zz[4]),
+            0.8 * SCORE_TIMEOUT_S,
+        )
         score_s = np.where(masked_timeout, SCORE_TIMEOUT_S, score_s)
         queue_s = 0.15 * np.exp(0.8 * zz[5])
         total_s = gen_s + np.where(kind == 0, 0.0, env_s) + score_s + queue_s
@@ -624,13 +681,13 @@ class _Simulator:
         scored = ~failed & ~aborted
         zero = trunc | masked
         status_code = np.select([failed, aborted, trunc], [2, 3, 1], 0)
-        stop_code = np.select([failed, aborted, turn_trunc & trunc, trunc, kind == 2],
-                              [6, 7, 2, 1, 4], 0)
+        stop_code = np.select(
+            [failed, aborted, turn_trunc & trunc, trunc, kind == 2], [6, 7, 2, 1, 4], 0
+        )
         reward_obj = np.round(reward, 4).astype(object)
         reward_obj[~scored] = None
         # first and second reward component, per model
-        comp1 = np.round(np.select([kind == 0, kind == 1], [success * 1.0, reward], task_score),
-                         4)
+        comp1 = np.round(np.select([kind == 0, kind == 1], [success * 1.0, reward], task_score), 4)
         comp1 = np.where(zero, 0.0, comp1)
         comp2 = np.where(zero, 0.0, np.where(kind == 0, fmt, np.round(efficiency, 4)))
         t_pass = np.where(zero, 0, t_pass)
@@ -650,17 +707,41 @@ class _Simulator:
         gc.disable()
         try:
             evs, values = self._encoded_dicts(
-                ev_slot.tolist(), g_seg[g].tolist(), env.tolist(), kind.tolist(), g.tolist(),
-                slot_member[ev_slot].tolist(), ev_ts.tolist(), task.tolist(),
-                self.task_prompt[env, task].tolist(), pv.tolist(), pv_end.tolist(),
-                (pv + stale).tolist(), status_code.tolist(), stop_code.tolist(),
-                reward_obj.tolist(), comp1.tolist(), comp2.tolist(), tokens.tolist(),
-                maxtok.tolist(), n_turns.tolist(), n_calls.tolist(), n_tool_err.tolist(),
-                error_obj.tolist(), np.round(gen_s, 3).tolist(), np.round(env_s, 3).tolist(),
-                np.round(score_s, 3).tolist(), np.round(queue_s, 3).tolist(),
-                np.round(total_s, 3).tolist(), np.round(repetition, 3).tolist(),
-                t_total.astype(float).tolist(), t_pass.astype(float).tolist(), g_ids,
-                sizes.tolist(), event_ids, hashes,
+                ev_slot.tolist(),
+                g_seg[g].tolist(),
+                env.tolist(),
+                kind.tolist(),
+                g.tolist(),
+                slot_member[ev_slot].tolist(),
+                ev_ts.tolist(),
+                task.tolist(),
+                self.task_prompt[env, task].tolist(),
+                pv.tolist(),
+                pv_end.tolist(),
+                (pv + stale).tolist(),
+                status_code.tolist(),
+                stop_code.tolist(),
+                reward_obj.tolist(),
+                comp1.tolist(),
+                comp2.tolist(),
+                tokens.tolist(),
+                maxtok.tolist(),
+                n_turns.tolist(),
+                n_calls.tolist(),
+                n_tool_err.tolist(),
+                error_obj.tolist(),
+                np.round(gen_s, 3).tolist(),
+                np.round(env_s, 3).tolist(),
+                np.round(score_s, 3).tolist(),
+                np.round(queue_s, 3).tolist(),
+                np.round(total_s, 3).tolist(),
+                np.round(repetition, 3).tolist(),
+                t_total.astype(float).tolist(),
+                t_pass.astype(float).tolist(),
+                g_ids,
+                sizes.tolist(),
+                event_ids,
+                hashes,
             )
         finally:
             if gc_was_enabled:
@@ -716,14 +797,21 @@ class _Simulator:
         self.pos += m_out
         return chunk
 
-    def _structural_order(self, order: np.ndarray, slot_env: np.ndarray,
-                          dup_u: np.ndarray, dup_delay: np.ndarray) -> list[int]:
+    def _structural_order(
+        self, order: np.ndarray, slot_env: np.ndarray, dup_u: np.ndarray, dup_delay: np.ndarray
+    ) -> list[int]:
         """Order with silenced episodes dropped and duplicates (``-1 - original``) inserted."""
         cfg = self.cfg
-        silence = [(self.fault_env[i], *self.fault_window[i])
-                   for i, f in enumerate(cfg.faults) if f.kind == "silence"]
-        dups = [(self.fault_env[i], *self.fault_window[i], f.strength)
-                for i, f in enumerate(cfg.faults) if f.kind == "duplicate"]
+        silence = [
+            (self.fault_env[i], *self.fault_window[i])
+            for i, f in enumerate(cfg.faults)
+            if f.kind == "silence"
+        ]
+        dups = [
+            (self.fault_env[i], *self.fault_window[i], f.strength)
+            for i, f in enumerate(cfg.faults)
+            if f.kind == "duplicate"
+        ]
         silence_idx = [i for i, f in enumerate(cfg.faults) if f.kind == "silence"]
         out: list[int] = []
         pending: list[tuple[int, int]] = []  # (insert at len(out), index in out)
@@ -762,15 +850,41 @@ class _Simulator:
         return evs, [encode(ev) for ev in evs]
 
     def _dicts(
-        self, slot: list[int], seg: list[int], env: list[int], kind: list[int],
-        grp: list[int], member: list[int], ts: list[float], task: list[int],
-        prompt: list[int], pv: list[int], pv_end: list[int], tv: list[int],
-        status: list[int], stop: list[int], reward: list[float | None], comp1: list[float],
-        comp2: list[float], tokens: list[int], maxtok: list[int], turns: list[int],
-        calls: list[int], tool_err: list[int], error: list[dict[str, str] | None],
-        gen_s: list[float], env_s: list[float], score_s: list[float], queue_s: list[float],
-        total_s: list[float], repetition: list[float], t_total: list[int],
-        t_pass: list[int], g_ids: list[str], sizes: list[int], event_ids: list[str],
+        self,
+        slot: list[int],
+        seg: list[int],
+        env: list[int],
+        kind: list[int],
+        grp: list[int],
+        member: list[int],
+        ts: list[float],
+        task: list[int],
+        prompt: list[int],
+        pv: list[int],
+        pv_end: list[int],
+        tv: list[int],
+        status: list[int],
+        stop: list[int],
+        reward: list[float | None],
+        comp1: list[float],
+        comp2: list[float],
+        tokens: list[int],
+        maxtok: list[int],
+        turns: list[int],
+        calls: list[int],
+        tool_err: list[int],
+        error: list[dict[str, str] | None],
+        gen_s: list[float],
+        env_s: list[float],
+        score_s: list[float],
+        queue_s: list[float],
+        total_s: list[float],
+        repetition: list[float],
+        t_total: list[int],
+        t_pass: list[int],
+        g_ids: list[str],
+        sizes: list[int],
+        event_ids: list[str],
         hashes: list[str],
     ) -> list[dict[str, Any]]:
         """Assemble the event dicts (the hot loop: keep it free of numpy and attributes)."""
@@ -780,8 +894,16 @@ class _Simulator:
         max_turns = [m.max_turns for m in self.models]
         task_names = self.task_names
         status_names = ("completed", "truncated", "failed", "aborted")
-        stop_names = ("stop", "length", "max_turns", "timeout", "env_done", "tool_error",
-                      "error", "unknown")
+        stop_names = (
+            "stop",
+            "length",
+            "max_turns",
+            "timeout",
+            "env_done",
+            "tool_error",
+            "error",
+            "unknown",
+        )
         timeout = SCORE_TIMEOUT_S
         out: list[dict[str, Any]] = []
         append = out.append
@@ -803,13 +925,22 @@ class _Simulator:
             else:
                 comps = {"task": comp1[i], "efficiency": comp2[i]}
             if k == 0:
-                timings = {"generate_s": gen_s[i], "score_s": score_s[i],
-                           "queue_s": queue_s[i], "total_s": total_s[i],
-                           "score_timeout_s": timeout}
+                timings = {
+                    "generate_s": gen_s[i],
+                    "score_s": score_s[i],
+                    "queue_s": queue_s[i],
+                    "total_s": total_s[i],
+                    "score_timeout_s": timeout,
+                }
             else:
-                timings = {"generate_s": gen_s[i], "env_s": env_s[i], "score_s": score_s[i],
-                           "queue_s": queue_s[i], "total_s": total_s[i],
-                           "score_timeout_s": timeout}
+                timings = {
+                    "generate_s": gen_s[i],
+                    "env_s": env_s[i],
+                    "score_s": score_s[i],
+                    "queue_s": queue_s[i],
+                    "total_s": total_s[i],
+                    "score_timeout_s": timeout,
+                }
             ev: dict[str, Any] = {
                 "schema_version": 1,
                 "event_id": event_ids[sl],
@@ -858,8 +989,7 @@ def _malform(ev: dict[str, Any], kind: int, encoder: msgspec.json.Encoder) -> by
     if kind == 1:  # required field missing
         return encoder.encode({k: v for k, v in ev.items() if k != "status"})
     if kind == 2:  # NaN written by a lenient JSON encoder
-        return encoder.encode({**ev, "reward": None}).replace(b'"reward":null', b'"reward":NaN',
-                                                              1)
+        return encoder.encode({**ev, "reward": None}).replace(b'"reward":null', b'"reward":NaN', 1)
     if kind == 3:  # wrong type
         return encoder.encode({**ev, "reward": str(ev["reward"])})
     if kind == 4:  # a schema this consumer does not know
@@ -916,8 +1046,7 @@ def labels(config: SimulationConfig, stats: SimulationStats | None = None) -> di
             "kind": f.kind,
             "env": f.env,
             "envs": list(config.envs) if f.env == "*" else [f.env],
-            "segments": [[r, e] for r in config.runs for e in config.envs
-                         if f.env in ("*", e)],
+            "segments": [[r, e] for r in config.runs for e in config.envs if f.env in ("*", e)],
             "start": f.start,
             "end": f.end,
             "magnitude": f.strength,
@@ -982,19 +1111,35 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--runs", type=_csv, default=d.runs, help="comma-separated run ids")
     p.add_argument("--envs", type=_csv, default=d.envs, help="comma-separated environment ids")
     p.add_argument("--group-size", type=int, default=d.group_size)
-    p.add_argument("--rate", type=float, default=d.events_per_second,
-                   help="simulated events per second of event time")
-    p.add_argument("--start-ts", type=float, default=d.start_ts,
-                   help="event time of the first message (unix seconds)")
-    p.add_argument("--fault", type=_fault_arg, action="append", default=[],
-                   metavar="KIND:ENV:START[:MAGNITUDE[:END]]",
-                   help="inject a fault (repeatable); ENV '*' targets every environment")
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=d.events_per_second,
+        help="simulated events per second of event time",
+    )
+    p.add_argument(
+        "--start-ts",
+        type=float,
+        default=d.start_ts,
+        help="event time of the first message (unix seconds)",
+    )
+    p.add_argument(
+        "--fault",
+        type=_fault_arg,
+        action="append",
+        default=[],
+        metavar="KIND:ENV:START[:MAGNITUDE[:END]]",
+        help="inject a fault (repeatable); ENV '*' targets every environment",
+    )
     dest = p.add_mutually_exclusive_group()
     dest.add_argument("--out", help="JSONL output file ('-' for standard output)")
     dest.add_argument("--kafka", metavar="BOOTSTRAP", help="Kafka bootstrap servers")
     p.add_argument("--topic", default="rl.rollouts", help="Kafka topic (with --kafka)")
-    p.add_argument("--realtime", action="store_true",
-                   help="pace sending on the wall clock to follow the events' ts")
+    p.add_argument(
+        "--realtime",
+        action="store_true",
+        help="pace sending on the wall clock to follow the events' ts",
+    )
     p.add_argument("--labels", metavar="PATH", help="write the fault ground truth as JSON")
     p.set_defaults(func=run)
     return p
@@ -1006,9 +1151,14 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         config = SimulationConfig(
-            seed=args.seed, runs=tuple(args.runs), envs=tuple(args.envs), events=args.events,
-            group_size=args.group_size, start_ts=args.start_ts,
-            events_per_second=args.rate, faults=tuple(args.fault),
+            seed=args.seed,
+            runs=tuple(args.runs),
+            envs=tuple(args.envs),
+            events=args.events,
+            group_size=args.group_size,
+            start_ts=args.start_ts,
+            events_per_second=args.rate,
+            faults=tuple(args.fault),
         )
     except ValueError as exc:
         print(f"simulate: {exc}", file=sys.stderr)

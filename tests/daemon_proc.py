@@ -32,15 +32,24 @@ class DaemonProcess:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "monitor.cli", "run"],
-            env=self.env, cwd=REPO_DIR, stdout=log, stderr=log,
+            env=self.env,
+            cwd=REPO_DIR,
+            stdout=log,
+            stderr=log,
         )
         try:
             wait_until(
-                lambda: self.proc is not None
-                and (self.proc.poll() is not None or http_problem(self.url + "/readyz") is None),
-                timeout=timeout, interval=0.2, message="daemon /readyz",
+                lambda: (
+                    self.proc is not None
+                    and (self.proc.poll() is not None or http_problem(self.url + "/readyz") is None)
+                ),
+                timeout=timeout,
+                interval=0.2,
+                message="daemon /readyz",
             )
         except TimeoutError:
+            self.proc.kill()
+            self.proc.wait()
             raise AssertionError(f"daemon not ready; log:\n{self.log_tail()}") from None
         if self.proc.poll() is not None:
             raise AssertionError(f"daemon exited with {self.proc.returncode}:\n{self.log_tail()}")

@@ -34,8 +34,11 @@ def test_one_alert_per_change_and_resolve_after_healthy_span() -> None:
     assert [a.status for a in log.alerts] == ["firing"]
     first = log.alerts[0]
     assert first.labels() == {
-        "alertname": "RolloutErrorRate", "detector": "error_rate", "severity": "page",
-        "run": "r", "env": "math",
+        "alertname": "RolloutErrorRate",
+        "detector": "error_rate",
+        "severity": "page",
+        "run": "r",
+        "env": "math",
     }
     assert first.runbook_url == "docs/d.md#error_rate"
     assert set(first.annotations()) == {"summary", "description", "runbook_url"}
@@ -76,7 +79,7 @@ class _FakeAlertmanager(BaseHTTPRequestHandler):
         self.send_response(200)
         self.end_headers()
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         return
 
 
@@ -112,8 +115,12 @@ def test_client_posts_resends_and_resolves(fake_am: tuple[str, Any]) -> None:
     assert first["endsAt"] > first["startsAt"]
     assert handler.posts[1][0]["startsAt"] == first["startsAt"]
     tracker.sweep(lambda r, e: 100.0, lambda r, e, d: False, 2)
-    _wait(lambda: any(p[0]["endsAt"] <= p[0]["startsAt"] or p[0]["endsAt"] < first["endsAt"]
-                      for p in handler.posts[2:]))
+    _wait(
+        lambda: any(
+            p[0]["endsAt"] <= p[0]["startsAt"] or p[0]["endsAt"] < first["endsAt"]
+            for p in handler.posts[2:]
+        )
+    )
     client.close()
     assert client.sent_ok >= 3 and client.sent_error == 0
 

@@ -77,7 +77,9 @@ def test_fault_on_kafka_pages_through_alertmanager_and_prometheus_scrapes(
     topic = kafka_topic(partitions=4)
     run = f"e2e-{uuid.uuid4().hex[:8]}"
     config = SimulationConfig(
-        seed=11, runs=(run,), events=12_000,
+        seed=11,
+        runs=(run,),
+        events=12_000,
         faults=(Fault("error_burst", "code-sandbox", 6_000, 0.4),),
     )
     daemon = DaemonProcess(daemon_env(topic, "g-" + run), SCRAPED_LISTEN, tmp_path / "d.log")
@@ -85,16 +87,25 @@ def test_fault_on_kafka_pages_through_alertmanager_and_prometheus_scrapes(
     try:
         produce(stack.kafka_bootstrap, topic, generate_messages(config))
         notes = webhook.wait_for(
-            lambda ns: [a for a in alerts_in(ns)
-                        if a["labels"].get("run") == run and a["status"] == "firing"],
+            lambda ns: [
+                a
+                for a in alerts_in(ns)
+                if a["labels"].get("run") == run and a["status"] == "firing"
+            ],
             timeout=60,
         )
         firing = [a for a in alerts_in(notes) if a["labels"].get("run") == run]
-        pages = {(a["labels"]["detector"], a["labels"]["env"]) for a in firing
-                 if a["labels"]["severity"] == "page"}
+        pages = {
+            (a["labels"]["detector"], a["labels"]["env"])
+            for a in firing
+            if a["labels"]["severity"] == "page"
+        }
         assert ("error_rate", "code-sandbox") in pages, firing
-        assert all(a["labels"]["env"] == "code-sandbox" for a in firing
-                   if a["labels"]["severity"] == "page"), firing
+        assert all(
+            a["labels"]["env"] == "code-sandbox"
+            for a in firing
+            if a["labels"]["severity"] == "page"
+        ), firing
         first = firing[0]
         assert first["annotations"]["runbook_url"].endswith("#" + first["labels"]["detector"])
         assert first["labels"]["alertname"].startswith("Rollout")
@@ -102,7 +113,8 @@ def test_fault_on_kafka_pages_through_alertmanager_and_prometheus_scrapes(
         query = f'rollout_monitor_events_total{{run="{run}"}}'
         url = f"{stack.prometheus_url}/api/v1/query?" + urllib.parse.urlencode({"query": query})
         series = wait_until(
-            lambda: http_json("GET", url)["data"]["result"], timeout=30,
+            lambda: http_json("GET", url)["data"]["result"],
+            timeout=30,
             message="Prometheus has scraped the daemon's series",
         )
         assert {s["metric"]["env"] for s in series} == {"math-v2", "code-sandbox", "tool-use"}
@@ -123,8 +135,11 @@ def test_clean_stream_of_the_same_length_pages_nothing(
     daemon.start()
     try:
         n = produce(stack.kafka_bootstrap, topic, generate_messages(config))
-        wait_until(lambda: daemon.sample("rollout_monitor_events_processed_total") >= n,
-                   timeout=60, message="daemon processed the stream")
+        wait_until(
+            lambda: daemon.sample("rollout_monitor_events_processed_total") >= n,
+            timeout=60,
+            message="daemon processed the stream",
+        )
     finally:
         assert daemon.stop() == 0, daemon.log_tail()
     assert daemon.processed_at_stop() == n
@@ -149,36 +164,65 @@ def test_invalid_message_is_dead_lettered_and_consumption_goes_on(
     bad = [
         (b"k", b'{"schema_version": 1, "event_id": "x"'),
         (b"k", b'{"schema_version": 5, "event_id": "y"}'),
-        (b"k", json.dumps({"schema_version": 1, "event_id": "z", "ts": 1.0, "run_id": run,
-                           "env_id": "e", "status": "completed", "reward": "NaN"}).encode()),
+        (
+            b"k",
+            json.dumps(
+                {
+                    "schema_version": 1,
+                    "event_id": "z",
+                    "ts": 1.0,
+                    "run_id": run,
+                    "env_id": "e",
+                    "status": "completed",
+                    "reward": "NaN",
+                }
+            ).encode(),
+        ),
     ]
     try:
         produce(stack.kafka_bootstrap, topic, iter(valid[:100] + bad + valid[100:]))
-        wait_until(lambda: daemon.sample("rollout_monitor_events_processed_total") >= 200,
-                   timeout=60, message="valid events after the bad ones were processed")
+        wait_until(
+            lambda: daemon.sample("rollout_monitor_events_processed_total") >= 200,
+            timeout=60,
+            message="valid events after the bad ones were processed",
+        )
         invalid = daemon.sample("rollout_monitor_invalid_events_total")
         assert invalid == 3
-        assert daemon.sample("rollout_monitor_invalid_events_total",
-                             {"reason": "unsupported_schema_version"}) == 1
+        assert (
+            daemon.sample(
+                "rollout_monitor_invalid_events_total", {"reason": "unsupported_schema_version"}
+            )
+            == 1
+        )
     finally:
         assert daemon.stop() == 0, daemon.log_tail()
-    consumer = Consumer({"bootstrap.servers": stack.kafka_bootstrap, "group.id": "read-" + run,
-                         "auto.offset.reset": "earliest"})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": stack.kafka_bootstrap,
+            "group.id": "read-" + run,
+            "auto.offset.reset": "earliest",
+        }
+    )
     consumer.subscribe([dlq])
     got = []
     try:
+
         def read() -> bool:
             msg = consumer.poll(0.5)
             if msg is not None and msg.error() is None:
                 got.append(msg)
             return len(got) >= 3
+
         wait_until(read, timeout=30, interval=0, message="three dead letters")
     finally:
         consumer.close()
     assert [m.value() for m in got] == [v for _, v in bad]
     headers = [dict(m.headers()) for m in got]
     assert [h["x-rollout-monitor-reason"] for h in headers] == [
-        b"invalid_json", b"unsupported_schema_version", b"wrong_type"]
+        b"invalid_json",
+        b"unsupported_schema_version",
+        b"wrong_type",
+    ]
     assert all(h["x-source-topic"] == topic.encode() for h in headers)
     assert [int(h["x-source-offset"]) for h in headers] == [100, 101, 102]
 
@@ -193,21 +237,32 @@ def test_sigterm_mid_stream_then_restart_counts_every_event_once(
 ) -> None:
     topic = kafka_topic(partitions=4)
     run = f"restart-{uuid.uuid4().hex[:8]}"
-    n = produce(stack.kafka_bootstrap, topic,
-                generate_messages(SimulationConfig(seed=5, runs=(run,), events=60_000)))
-    env = daemon_env(topic, "g-" + run, ROLLOUT_MONITOR_KAFKA__BACKEND=backend,
-                     ROLLOUT_MONITOR_PIPELINE__BATCH_MAX_EVENTS="500",
-                     ROLLOUT_MONITOR_PIPELINE__DEDUP_WINDOW="0")
+    n = produce(
+        stack.kafka_bootstrap,
+        topic,
+        generate_messages(SimulationConfig(seed=5, runs=(run,), events=60_000)),
+    )
+    env = daemon_env(
+        topic,
+        "g-" + run,
+        ROLLOUT_MONITOR_KAFKA__BACKEND=backend,
+        ROLLOUT_MONITOR_PIPELINE__BATCH_MAX_EVENTS="500",
+        ROLLOUT_MONITOR_PIPELINE__DEDUP_WINDOW="0",
+    )
     first = DaemonProcess(env, "127.0.0.1:9109", tmp_path / "first.log").start()
-    wait_until(lambda: daemon_processed(first) >= 5_000, timeout=60,
-               message="first daemon is mid-stream")
+    wait_until(
+        lambda: daemon_processed(first) >= 5_000, timeout=60, message="first daemon is mid-stream"
+    )
     assert first.stop(signal.SIGTERM) == 0, first.log_tail()
     done_first = first.processed_at_stop()
     assert 0 < done_first < n, "the stop must land mid-stream for this test to mean anything"
     second = DaemonProcess(env, "127.0.0.1:9109", tmp_path / "second.log").start()
     try:
-        wait_until(lambda: daemon_processed(second) >= n - done_first, timeout=120,
-                   message="second daemon caught up")
+        wait_until(
+            lambda: daemon_processed(second) >= n - done_first,
+            timeout=120,
+            message="second daemon caught up",
+        )
     finally:
         assert second.stop() == 0, second.log_tail()
     assert done_first + second.processed_at_stop() == n
@@ -230,14 +285,26 @@ def test_promtool_accepts_the_metrics_exposition(
     daemon = DaemonProcess(daemon_env(topic, "g-" + run), "127.0.0.1:9109", tmp_path / "d.log")
     daemon.start()
     try:
-        produce(stack.kafka_bootstrap, topic, generate_messages(SimulationConfig(
-            seed=9, runs=(run,), events=3000, faults=(Fault("invalid", "math-v2", 100, 0.05),))))
-        wait_until(lambda: daemon.sample("rollout_monitor_events_processed_total") > 2000,
-                   timeout=60)
+        produce(
+            stack.kafka_bootstrap,
+            topic,
+            generate_messages(
+                SimulationConfig(
+                    seed=9,
+                    runs=(run,),
+                    events=3000,
+                    faults=(Fault("invalid", "math-v2", 100, 0.05),),
+                )
+            ),
+        )
+        wait_until(
+            lambda: daemon.sample("rollout_monitor_events_processed_total") > 2000, timeout=60
+        )
         text = daemon.metrics_text()
     finally:
         assert daemon.stop() == 0
-    result = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True,
-                            text=True)
+    result = subprocess.run(
+        [promtool, "check", "metrics"], input=text, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "rollout_monitor_detector_statistic{" in text

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from events_factory import encode, failing, healthy_stream, make_event
 from prometheus_client import generate_latest
 
 from monitor.alerts import AlertLog, AlertTracker
 from monitor.config import DetectorSettings, PipelineSettings
 from monitor.metrics import ConsumerState, build_registry
 from monitor.pipeline import Pipeline
-from events_factory import encode, failing, healthy_stream, make_event
 
 
 @dataclass
@@ -47,7 +47,11 @@ def test_invalid_messages_are_refused_counted_and_processing_continues() -> None
     assert pipeline.counters.processed == 5
     assert pipeline.counters.invalid["invalid_json"] == 2
     assert pipeline.counters.invalid["unsupported_schema_version"] == 1
-    assert [s[1] for s in sink.sent] == ["invalid_json", "invalid_json", "unsupported_schema_version"]
+    assert [s[1] for s in sink.sent] == [
+        "invalid_json",
+        "invalid_json",
+        "unsupported_schema_version",
+    ]
     assert sink.sent[0][0] == b"{not json", "the original bytes go to the dead-letter sink"
 
 
@@ -110,10 +114,19 @@ def test_metrics_are_read_from_state_at_scrape_time() -> None:
     assert get("rollout_monitor_events_processed_total") == 100
     assert get("rollout_monitor_reward_count", seg) == 99
     assert get("rollout_monitor_last_event_timestamp_seconds", seg) == events[-1]["ts"]
-    assert get("rollout_monitor_consumer_lag_messages", {"topic": "rl.rollouts", "partition": "0"}) == 42
+    assert (
+        get("rollout_monitor_consumer_lag_messages", {"topic": "rl.rollouts", "partition": "0"})
+        == 42
+    )
     assert get("rollout_monitor_ready") == 1
     assert get("rollout_monitor_batch_duration_seconds_count") == 1
-    for detector in ("error_rate", "reward_shift", "length_anomaly", "truncation_rate", "masked_failure"):
+    for detector in (
+        "error_rate",
+        "reward_shift",
+        "length_anomaly",
+        "truncation_rate",
+        "masked_failure",
+    ):
         assert get("rollout_monitor_detector_threshold", {**seg, "detector": detector}) is not None
     q50 = get("rollout_monitor_completion_tokens", {**seg, "quantile": "0.5"})
     assert q50 is not None and 300 < q50 < 1000

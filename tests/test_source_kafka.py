@@ -300,6 +300,38 @@ def poll_rounds(done: Callable[[], bool], *members: Recorder, timeout_s: float =
             member.poll()
 
 
+class HookFailed(Exception):
+    pass
+
+
+def refuse(partitions: list[TopicPartition]) -> None:
+    raise HookFailed(partitions)
+
+
+def test_an_error_in_on_assign_reaches_the_caller_of_poll_batch(
+    admin: AdminClient, make: MakeSource
+) -> None:
+    source = make(create_topic(admin), unique("g"), on_assign=refuse)
+
+    deadline = time.monotonic() + 10
+    with pytest.raises(HookFailed):
+        while time.monotonic() < deadline:
+            source.poll_batch(10, 0.2)
+
+
+def test_an_error_in_on_revoke_reaches_the_caller_of_close(
+    admin: AdminClient, make: MakeSource
+) -> None:
+    topic = create_topic(admin)
+    produce(topic, 40)
+    source = make(topic, unique("g"), on_revoke=refuse)
+    poll_until(source, lambda got: len(got) >= 40)
+
+    with pytest.raises(HookFailed):
+        source.close()
+    source.close()
+
+
 def invalid_message() -> tuple[RawMessage, InvalidEvent]:
     value = b'{"schema_version": 1, "event_id": \xff'
     msg = RawMessage(

@@ -57,6 +57,8 @@ _COMMON: dict[str, Translation] = {
     "ssl.key.password": ("ssl_password", str),
     "ssl.endpoint.identification.algorithm": ("ssl_check_hostname", _ssl_check_hostname),
     "client.id": ("client_id", str),
+    "reconnect.backoff.ms": ("reconnect_backoff_ms", int),
+    "reconnect.backoff.max.ms": ("reconnect_backoff_max_ms", int),
 }
 KAFKA_PYTHON_CONSUMER_KEYS: dict[str, Translation] = {
     **_COMMON,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 
@@ -15,6 +16,9 @@ DEFAULT_LAG_REFRESH_S = 2.0
 
 class LagCache:
     """Positions kept live from delivered batches; high watermarks read every ``refresh_s``.
+
+    :meth:`lag` may be called from another thread than the one polling (a metrics scrape);
+    the broker queries of a refresh run outside the lock that :meth:`observe` takes.
 
     Parameters
     ----------
@@ -53,36 +57,43 @@ class LagCache:
         self._positions: dict[TopicPartition, int] = {}
         self._high: dict[TopicPartition, int] = {}
         self._refreshed_at = -float("inf")
+        self._lock = threading.Lock()
 
     def observe(self, batch: Sequence[RawMessage]) -> None:
         """Advance the positions past every message of a delivered batch."""
         positions = self._positions
-        for msg in batch:
-            positions[(msg.topic, msg.partition)] = msg.offset + 1
+        with self._lock:
+            for msg in batch:
+                positions[(msg.topic, msg.partition)] = msg.offset + 1
 
     def forget(self, partitions: Iterable[TopicPartition]) -> None:
         """Drop what is known of partitions this consumer no longer owns."""
-        for tp in partitions:
-            self._positions.pop(tp, None)
-            self._high.pop(tp, None)
+        with self._lock:
+            for tp in partitions:
+                self._positions.pop(tp, None)
+                self._high.pop(tp, None)
 
     def lag(self, assignment: list[TopicPartition]) -> dict[TopicPartition, int]:
         """High watermark minus position for each owned partition where both are known."""
         now = self.clock()
-        if now - self._refreshed_at >= self.refresh_s:
+        if assignment and now - self._refreshed_at >= self.refresh_s:
             self._refreshed_at = now
             self._refresh(assignment)
-        high, positions = self._high, self._positions
-        return {
-            tp: max(0, high[tp] - positions[tp])
-            for tp in assignment
-            if tp in high and tp in positions
-        }
+        with self._lock:
+            high, positions = self._high, self._positions
+            return {
+                tp: max(0, high[tp] - positions[tp])
+                for tp in assignment
+                if tp in high and tp in positions
+            }
 
     def _refresh(self, assignment: list[TopicPartition]) -> None:
-        if not assignment:
-            return
-        self._high.update(self.high_watermarks(assignment))
-        unknown = [tp for tp in assignment if tp not in self._positions]
-        if unknown:
-            self._positions.update(self.start_positions(unknown))
+        high = self.high_watermarks(assignment)
+        with self._lock:
+            unknown = [tp for tp in assignment if tp not in self._positions]
+        starts = self.start_positions(unknown) if unknown else {}
+        with self._lock:
+            self._high.update(high)
+            for tp, offset in starts.items():
+                # A batch delivered during the query is newer than the start position.
+                self._positions.setdefault(tp, offset)

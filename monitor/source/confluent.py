@@ -99,6 +99,7 @@ class ConfluentSource:
         self._closing_errors: list[BaseException] | None = None
         self._closed = False
         config = {
+            "logger": log,
             **checked_extra(extra_config, CONSUMER_OWNED_KEYS),
             "bootstrap.servers": bootstrap_servers,
             "group.id": group_id,
@@ -271,6 +272,7 @@ class ConfluentDeadLetterSink:
         self._failures = 0
         self._too_large: deque[tuple[RawMessage, str, str]] = deque()
         config = {
+            "logger": log,
             "acks": "all",
             "linger.ms": 5,
             **checked_extra(extra_config, PRODUCER_OWNED_KEYS),

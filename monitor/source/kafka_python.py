@@ -208,9 +208,10 @@ class KafkaPythonSource:
             raise error
 
     def _connection_count(self) -> float:
-        metrics = self._consumer.metrics()
-        count = metrics.get("consumer-metrics", {}).get("connection-count", 0.0)
-        return float(count)
+        if self._closing:
+            return 0.0
+        metrics = self._consumer.metrics() or {}
+        return float(metrics.get("consumer-metrics", {}).get("connection-count", 0.0))
 
     def _high_watermarks(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
         """High watermarks from fetch responses; the broker is asked only where none is."""
