@@ -21,7 +21,6 @@ PACE_TICK_S = 0.005
 _PRELOAD_CONFIG = {
     "linger.ms": 50,
     "batch.size": 1_000_000,
-    "compression.type": "lz4",
     "queue.buffering.max.messages": 1_000_000,
     "queue.buffering.max.kbytes": 1_048_576,
     "acks": 1,
@@ -93,13 +92,16 @@ def preload(
     events: int,
     segments: int,
     partitions: int,
+    compression: str = "none",
     seed: int = 0,
     events_per_second: float = 10_000.0,
 ) -> Preloaded:
     """Fill ``topic`` with ``events`` healthy events over ``segments``; ts advances steadily."""
     started = time.perf_counter()
     factory = EventFactory(segments, seed)
-    producer = Producer({"bootstrap.servers": bootstrap, **_PRELOAD_CONFIG})
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, **_PRELOAD_CONFIG, "compression.type": compression}
+    )
     errors: list[str] = []
 
     def delivered(error: object, _msg: object) -> None:
@@ -133,7 +135,13 @@ def _produce(producer: Producer, topic: str, key: bytes, value: bytes, callback:
 
 
 def produce_steadily(
-    bootstrap: str, topic: str, segments: int, rate: float, duration_s: float, seed: int = 1
+    bootstrap: str,
+    topic: str,
+    segments: int,
+    rate: float,
+    duration_s: float,
+    compression: str = "none",
+    seed: int = 1,
 ) -> np.ndarray:
     """Produce ``rate`` events/s for ``duration_s`` with ``ts`` = produce wall time.
 
@@ -141,7 +149,7 @@ def produce_steadily(
     The producer keeps librdkafka's default ``linger.ms`` (5), as a trainer would.
     """
     factory = EventFactory(segments, seed)
-    producer = Producer({"bootstrap.servers": bootstrap, "compression.type": "lz4"})
+    producer = Producer({"bootstrap.servers": bootstrap, "compression.type": compression})
     total = int(rate * duration_s)
     produced_at = np.zeros(total)
     sent = 0

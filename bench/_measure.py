@@ -52,6 +52,7 @@ class Spec:
     timeout_s: float = 900.0
     batch_max_events: int = 5000
     latency_samples: str | None = None  # a path: record (time, processed) pairs there
+    cpu: int | None = None  # pin the process (and the client's threads) to this core
 
 
 @dataclass
@@ -195,8 +196,11 @@ class _Watcher(threading.Thread):
         spec = self.spec
         interval = LATENCY_INTERVAL_S if spec.latency_samples else WATCH_INTERVAL_S
         deadline = time.monotonic() + spec.timeout_s
-        while self.daemon_.pipeline is None or self.daemon_.http is None:
+        while not self.daemon_.readiness()[0] or self.daemon_.http is None:
+            if time.monotonic() > deadline:
+                raise TimeoutError("the daemon did not get ready")
             time.sleep(0.01)
+        print("READY", flush=True)
         counters = self.daemon_.pipeline.counters
         record = self.samples.append if spec.latency_samples else None
         while time.monotonic() < deadline:
@@ -282,6 +286,8 @@ RUNNERS = {"ceiling": run_ceiling, "daemon": run_daemon, "naive": run_naive}
 
 def main(argv: list[str]) -> int:
     spec = Spec(**json.loads(argv[0]))
+    if spec.cpu is not None:
+        os.sched_setaffinity(0, {spec.cpu})
     result = RUNNERS[spec.kind](spec)
     print(json.dumps(asdict(result)), flush=True)
     return 0

@@ -253,12 +253,14 @@ def build() -> dict[str, Any]:
         .with_variable(_detector_variable())
         .annotation(
             c.PrometheusAnnotation(
-                "Alarms",
-                "sum by (run, env, detector, severity) ("
-                f"increase(rollout_monitor_alarms_total{{{_SEL}}}[1m])) > 0",
+                "Alerts firing",
+                # A region per firing span. increase() of rollout_monitor_alarms_total would miss
+                # a segment's first alarm: a counter series that appears at 1 has no increase.
+                "max by (run, env, detector, severity) "
+                f"(rollout_monitor_alert_active{{{_SEL}}}) == 1",
                 title_format="{{detector}} ({{severity}})",
                 tag_keys="detector,severity",
-                step="1m",
+                step="15s",
                 color="red",
             )
         )

@@ -17,7 +17,15 @@ class ErrorLike(Protocol):
 
 class TimingsLike(Protocol):
     @property
+    def generate_s(self) -> float | None: ...
+    @property
+    def env_s(self) -> float | None: ...
+    @property
     def score_s(self) -> float | None: ...
+    @property
+    def queue_s(self) -> float | None: ...
+    @property
+    def total_s(self) -> float | None: ...
     @property
     def score_timeout_s(self) -> float | None: ...
 
@@ -79,6 +87,12 @@ class EventLike(Protocol):
     def repetition(self) -> float | None: ...
     @property
     def metrics(self) -> Mapping[str, float] | None: ...
+
+
+#: Names of the event fields the detectors may read (the properties of :class:`EventLike`).
+EVENT_FIELDS: tuple[str, ...] = tuple(
+    name for name, value in vars(EventLike).items() if isinstance(value, property)
+)
 
 
 class FailureModeDetector(Protocol):

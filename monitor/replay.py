@@ -133,8 +133,9 @@ def replay(
     return ReplayResult(pipeline=pipeline, alerts=log.alerts)
 
 
-def print_summary(result: ReplayResult, out: TextIO = sys.stdout) -> None:
-    """Segments and alerts as plain-text tables."""
+def print_summary(result: ReplayResult, out: TextIO | None = None) -> None:
+    """Segments and alerts as plain-text tables (to standard output by default)."""
+    out = out or sys.stdout
     counters = result.pipeline.counters
     out.write(
         f"processed {counters.processed} events, {result.invalid} invalid, "

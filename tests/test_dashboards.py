@@ -203,7 +203,7 @@ def test_all_panel_queries_substitutes_variables(dashboards: dict[str, dict[str,
     fleet = all_panel_queries(dashboards["fleet-overview"], matcher="r1")
     assert any('run=~"r1", env=~"r1"' in expr for _, _, expr in fleet)
     env = dict((title, expr) for _, title, expr in all_panel_queries(dashboards["environment"]))
-    assert "[1m]" in env["annotation: Alarms"]
+    assert "rollout_monitor_alert_active" in env["annotation: Alerts firing"]
 
 
 def test_template_variable_queries(dashboards: dict[str, dict[str, Any]]) -> None:
@@ -219,8 +219,9 @@ def test_template_variable_queries(dashboards: dict[str, dict[str, Any]]) -> Non
 
 def test_drill_down_draws_alarms_as_annotations(dashboards: dict[str, dict[str, Any]]) -> None:
     annotations = {a["name"]: a for a in dashboards["environment"]["annotations"]["list"]}
-    alarms = annotations["Alarms"]
-    assert "increase(rollout_monitor_alarms_total" in alarms["expr"]
+    alarms = annotations["Alerts firing"]
+    # Firing spans from the gauge: a counter's first alarm would have no increase to show.
+    assert "(rollout_monitor_alert_active{" in alarms["expr"] and alarms["expr"].endswith("== 1")
     assert alarms["datasource"]["uid"] == "${datasource}"
     assert alarms["titleFormat"] and alarms["tagKeys"] == "detector,severity"
     posted = annotations["Alarms posted to Grafana"]

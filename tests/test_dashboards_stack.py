@@ -1,11 +1,12 @@
 """Every dashboard expression and template variable, run against the real Prometheus.
 
-Until the daemon serves its metrics in this test, a synthetic exposition stands in for it: one
-sample set per metric of docs/metrics.md (two runs x two environments), built with
-prometheus_client and served on the port Prometheus scrapes as the daemon
-(``DAEMON_PORT``, default 9108). Counters grow on every scrape so rates and increases are not
-empty. Prometheus: ``PROMETHEUS_URL`` (default ``http://127.0.0.1:$PROMETHEUS_PORT``, 9090), which
-must load deploy/prometheus/rules/*.yml for the recorded series.
+The real daemon consumes a simulated stream (two runs x two environments, an error burst and
+malformed messages) from the real broker and serves its metrics on the port Prometheus scrapes
+(``DAEMON_PORT``, default 9108); the stream keeps flowing while the queries run, so rates and
+increases are not empty. Prometheus: ``PROMETHEUS_URL`` (default
+``http://127.0.0.1:$PROMETHEUS_PORT``, 9090), which must load deploy/prometheus/rules/*.yml for
+the recorded series. A synthetic exposition built from docs/metrics.md is also checked, so the
+metric reference and the dashboards cannot drift apart.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from http.server import ThreadingHTTPServer
@@ -28,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka import Producer
+from daemon_proc import DaemonProcess
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -37,8 +41,11 @@ from prometheus_client.core import (
 )
 from prometheus_client.exposition import MetricsHandler
 from prometheus_client.registry import Collector
+from stack import Stack
 
 from dashboards import all_panel_queries, load_committed, template_variable_queries
+from detectors import DETECTORS as DETECTOR_CLASSES
+from monitor.simulate import Fault, SimulationConfig, generate_messages
 
 REPO = Path(__file__).resolve().parent.parent
 PROMETHEUS_URL = os.environ.get("PROMETHEUS_URL") or (
@@ -51,6 +58,8 @@ WAIT_SECONDS = float(os.environ.get("DASHBOARD_QUERY_TIMEOUT", "90"))
 RUNS = ("sim-run-a", "sim-run-b")
 ENVS = ("math", "code")
 DETECTORS = {"error_rate": "page", "reward_shift": "warning"}
+#: Runs of the real daemon's stream, unique per test session so earlier data cannot count.
+REAL_RUNS = tuple(f"dash-{x}-{uuid.uuid4().hex[:6]}" for x in ("a", "b"))
 LABEL_VALUES: dict[str, tuple[str, ...]] = {
     "run": RUNS,
     "env": ENVS,
@@ -132,8 +141,9 @@ class SyntheticDaemon(Collector):
         if spec.type == "gauge":
             gauge = GaugeMetricFamily(spec.name, doc, labels=labels)
             for i, values in enumerate(label_sets(spec.labels)):
-                gauge.add_metric(list(values), self._gauge_value(spec, dict(zip(labels, values,
-                                                                                  strict=True)), i))
+                gauge.add_metric(
+                    list(values), self._gauge_value(spec, dict(zip(labels, values, strict=True)), i)
+                )
             return gauge
         if spec.type == "summary":
             summary = Metric(spec.name, doc, "summary")
@@ -196,7 +206,10 @@ def test_synthetic_exposition_covers_the_metric_reference() -> None:
     promtool = shutil.which("promtool")
     if promtool is not None:
         lint = subprocess.run(
-            [promtool, "check", "metrics"], input=text, capture_output=True, text=True,
+            [promtool, "check", "metrics"],
+            input=text,
+            capture_output=True,
+            text=True,
             check=False,
         )
         assert lint.returncode == 0, lint.stdout + lint.stderr
@@ -266,8 +279,56 @@ def synthetic_daemon() -> Iterator[str]:
         server.server_close()
 
 
+@pytest.fixture
+def real_daemon(stack: Stack, kafka_topic: Callable[..., str], tmp_path: Path) -> Iterator[str]:
+    """The daemon on ``DAEMON_PORT`` fed a steady simulated stream until the test ends; waits
+    until Prometheus has scraped it three times. Yields the instance label."""
+    topic = kafka_topic(partitions=2)
+    env = {
+        "ROLLOUT_MONITOR_KAFKA__BOOTSTRAP_SERVERS": stack.kafka_bootstrap,
+        "ROLLOUT_MONITOR_KAFKA__TOPICS": topic,
+        "ROLLOUT_MONITOR_KAFKA__GROUP_ID": "g-" + topic,
+        "ROLLOUT_MONITOR_KAFKA__DEAD_LETTER_TOPIC": topic + ".dlq",
+        "ROLLOUT_MONITOR_ALERTMANAGER__URL": stack.alertmanager_url,
+        "ROLLOUT_MONITOR_PIPELINE__BATCH_MAX_SECONDS": "0.1",
+    }
+    daemon = DaemonProcess(env, f"127.0.0.1:{DAEMON_PORT}", tmp_path / "daemon.log").start()
+    config = SimulationConfig(
+        seed=31,
+        runs=REAL_RUNS,
+        envs=ENVS,
+        events=200_000,
+        faults=(Fault("error_burst", ENVS[1], 2_000, 0.5), Fault("invalid", ENVS[0], 500, 0.01)),
+    )
+    stop = threading.Event()
+    producer = Producer({"bootstrap.servers": stack.kafka_bootstrap, "linger.ms": 5})
+
+    def feed() -> None:
+        for i, (key, value) in enumerate(generate_messages(config)):
+            if stop.is_set():
+                break
+            producer.produce(topic, value=value, key=key)
+            if i % 100 == 99:  # about 1,000 events/s
+                producer.flush(5)
+                stop.wait(0.1)
+        producer.flush(5)
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    instance = f"127.0.0.1:{DAEMON_PORT}"
+    fresh = f'count_over_time(rollout_monitor_events_total{{run="{REAL_RUNS[0]}"}}[1m]) >= 3'
+    try:
+        if not poll(lambda: bool(instant(fresh)), time.monotonic() + WAIT_SECONDS):
+            pytest.fail(f"Prometheus at {PROMETHEUS_URL} did not scrape {instance} 3 times")
+        yield instance
+    finally:
+        stop.set()
+        feeder.join(timeout=10)
+        assert daemon.stop() == 0, daemon.log_tail()
+
+
 @pytest.mark.stack
-def test_every_panel_query_returns_series(synthetic_daemon: str) -> None:
+def test_every_panel_query_returns_series(real_daemon: str) -> None:
     deadline = time.monotonic() + WAIT_SECONDS
     queries = [q for d in load_committed().values() for q in all_panel_queries(d)]
     assert len(queries) > 40
@@ -282,12 +343,12 @@ def test_every_panel_query_returns_series(synthetic_daemon: str) -> None:
 
 
 @pytest.mark.stack
-def test_template_variables_list_the_simulated_segments(synthetic_daemon: str) -> None:
+def test_template_variables_list_the_simulated_segments(real_daemon: str) -> None:
     expected = {
-        "run": set(RUNS),
+        "run": set(REAL_RUNS),
         "env": set(ENVS),
-        "detector": set(DETECTORS),
-        "instance": {synthetic_daemon},
+        "detector": set(DETECTOR_CLASSES),
+        "instance": {real_daemon},
     }
     deadline = time.monotonic() + WAIT_SECONDS
     variables = [v for d in load_committed().values() for v in template_variable_queries(d)]

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from confluent_kafka import KafkaError, Producer
+from confluent_kafka import KafkaError, Message, Producer
 
 from monitor.source import BACKENDS, make_source
 
@@ -129,12 +129,14 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
 
 def produce(bootstrap: str, topic: str, count: int) -> None:
     failed: list[KafkaError] = []
+
+    def delivered(error: KafkaError | None, _msg: Message) -> None:
+        if error is not None:
+            failed.append(error)
+
     producer = Producer({"bootstrap.servers": bootstrap})
     for i in range(count):
-        producer.produce(
-            topic, value=b"%d" % i, partition=i % 4,
-            on_delivery=lambda error, _msg: error is not None and failed.append(error),
-        )
+        producer.produce(topic, value=b"%d" % i, partition=i % 4, on_delivery=delivered)
     assert producer.flush(30) == 0
     assert not failed
 

@@ -175,15 +175,16 @@ class ConfluentSource:
     def _assigned(self, _consumer: Consumer, partitions: list[KafkaTopicPartition]) -> None:
         self._health.alive()
         if self.on_assign is not None:
-            self.on_assign([(tp.topic, tp.partition) for tp in partitions])
+            self.on_assign(sorted((tp.topic, tp.partition) for tp in partitions))
 
     def _revoked(self, _consumer: Consumer, partitions: list[KafkaTopicPartition]) -> None:
-        revoked = [(tp.topic, tp.partition) for tp in partitions]
+        revoked = sorted((tp.topic, tp.partition) for tp in partitions)
         try:
             if self.on_revoke is not None and revoked:
                 self.on_revoke(revoked)
         except Exception as exc:
-            # An exception leaving a callback inside close() would stop the close half way.
+            # Kept for close() to raise once the consumer is closed, so that the client
+            # is released whatever the hook did.
             if self._closing_errors is None:
                 raise
             self._closing_errors.append(exc)

@@ -87,9 +87,9 @@ class KafkaPythonSource:
     extra_config
         librdkafka-style settings, translated (``security.protocol``, ``sasl.mechanism``,
         ``sasl.username``, ``sasl.password``, ``ssl.ca.location``,
-        ``ssl.certificate.location``, ``ssl.key.location``, session and fetch settings).
-        A key without a kafka-python equivalent raises
-        :class:`~monitor.source.base.SourceError`.
+        ``ssl.certificate.location``, ``ssl.key.location``, session, fetch and reconnect
+        settings: see ``monitor.source._config``). A key without a kafka-python
+        equivalent raises :class:`~monitor.source.base.SourceError`.
     lag_refresh_s
         Seconds between two reads of the watermarks behind :meth:`lag`.
     stale_after_s
@@ -180,7 +180,11 @@ class KafkaPythonSource:
 
     @property
     def connected(self) -> bool:
-        """A batch arrived recently, or the client holds a connection to a broker."""
+        """Whether the client holds a connection to a broker, read at most once a second.
+
+        kafka-python reports reachability nowhere else: it logs failed requests and
+        retries them inside ``poll``.
+        """
         now = time.monotonic()
         if now - self._connections_checked_at >= _CONNECTION_CHECK_S:
             self._connections_checked_at = now
