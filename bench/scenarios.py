@@ -145,7 +145,7 @@ class Control:
     ``trend``: the success probability follows the learning curve (and lengths grow 15%)
     over :data:`TREND_EVENTS`; otherwise it stays at the middle of the curve. ``ar_sd`` and
     ``ar_halflife``: an AR(1) random walk of the logit success probability and of the
-    log-length (a quarter of the sd), stationary sd and half-life in events. ``tail_df``:
+    log-length (a sixth of the sd), stationary sd and half-life in events. ``tail_df``:
     Student-t (unit variance) instead of normal noise of the log-length and the latencies.
     ``group_sd``: a per-group logit effect on top of the task difficulty (more within-group
     correlation). ``burst``: sd of the log event rate per block of 64 events.
@@ -156,7 +156,7 @@ class Control:
     description: str
     trend: bool = False
     ar_sd: float = 0.0
-    ar_halflife: float = 2000.0
+    ar_halflife: float = 3000.0
     tail_df: float = 0.0
     group_sd: float = 0.0
     group_size: int = 8
@@ -171,8 +171,9 @@ CONTROLS: dict[str, Control] = {
         Control("learning", "logistic learning curve; lengths grow 15%", trend=True),
         Control(
             "autocorrelated",
-            "AR(1) wander of success logit (sd 0.4) and log-length; irregular policy steps",
-            ar_sd=0.4,
+            "AR(1) wander (half-life 3000 events) of the success logit (sd 0.3) and the "
+            "log-length (sd 0.05); irregular policy steps",
+            ar_sd=0.3,
             jitter_steps=True,
         ),
         Control("heavy_tails", "Student-t (3 d.f.) log-lengths and latencies", tail_df=3.0),
@@ -187,7 +188,7 @@ CONTROLS: dict[str, Control] = {
             "production",
             "all of the above: learning, AR(1), heavy tails, group effect, bursts",
             trend=True,
-            ar_sd=0.4,
+            ar_sd=0.3,
             jitter_steps=True,
             tail_df=3.0,
             group_sd=0.7,
@@ -385,7 +386,7 @@ def _success_probability(s: Stream) -> None:
     else:
         base = np.full(s.n, (l0 + l1) / 2.0)
     ar = _ar1(rng, s.n, c.ar_sd, c.ar_halflife) if c.ar_sd > 0 else np.zeros(s.n)
-    s.log_len_ar = ar / 4.0
+    s.log_len_ar = ar / 6.0
     difficulty = rng.normal(0.0, m.difficulty_sd, TASKS)
     eval_difficulty = rng.normal(0.0, m.difficulty_sd, EVAL_TASKS)
     diff = np.where(s.is_eval, eval_difficulty[s.task % EVAL_TASKS], difficulty[s.task])
@@ -446,8 +447,8 @@ def _outcomes(s: Stream) -> None:
     mu = math.log(m.max_completion_tokens) - 2.326 * m.len_sigma - 0.1
     log_len = mu + m.len_sigma * s.len_noise + s.log_len_ar
     log_len = np.where(s.repeated, mu + m.len_sigma * (ru[:, 3] * 2.0 - 1.0), log_len)
-    tokens = np.maximum(1, np.exp(log_len) * s.len_mult).astype(np.int64)
     cap = m.max_completion_tokens
+    tokens = np.clip(np.exp(np.minimum(log_len, 20.0)) * s.len_mult, 1, 4 * cap).astype(np.int64)
     s.tokens = np.where(s.repeated, np.minimum(tokens, cap - 1), tokens)
     s.repetition = np.clip(0.12 * np.exp(0.35 * z[1]) + s.rep_add, 0.0, 1.0)
     s.failed = u[4] < s.fail_rate

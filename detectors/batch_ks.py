@@ -98,7 +98,8 @@ class BatchKS(_Base):
     conservative.
 
     After a detection the ring is emptied: both windows refill with post-change values
-    before the next test, so one change is detected once.
+    before the next test, so one change is detected once. ``active`` holds from a detection
+    until a later test does not reject.
 
     Parameters
     ----------
@@ -140,6 +141,7 @@ class BatchKS(_Base):
     """
 
     __slots__ = (
+        "_active",
         "_count",
         "_crit",
         "_d",
@@ -200,6 +202,11 @@ class BatchKS(_Base):
         self._reset()
 
     def _reset(self) -> None:
+        self._active = False
+        self._restart()
+
+    def _restart(self) -> None:
+        """Empty the windows (after a detection); the change stays active."""
         self._ring = array("d", bytes(8 * self._size))
         self._pos = 0
         self._n = 0
@@ -213,7 +220,7 @@ class BatchKS(_Base):
     def update(self, x: float) -> None:
         """Feed one value."""
         if self._drift:
-            self._reset()
+            self._restart()
         elif self._tested:
             self._tested = False
         pos = self._pos
@@ -243,6 +250,9 @@ class BatchKS(_Base):
         self._tested = True
         if d > crit:
             self._drift = True
+            self._active = True
+        else:
+            self._active = False
 
     def windows(self) -> tuple[np.ndarray, np.ndarray]:
         """The reference and current windows, oldest value first (copies)."""
@@ -256,6 +266,11 @@ class BatchKS(_Base):
     def drift_detected(self) -> bool:
         """True on the update whose test rejected (the next update empties the ring)."""
         return self._drift
+
+    @property
+    def active(self) -> bool:
+        """From a detection until a later test does not reject."""
+        return self._active
 
     @property
     def tested(self) -> bool:

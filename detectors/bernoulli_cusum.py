@@ -32,7 +32,9 @@ class BernoulliCUSUM(_Base):
     rate below ``1 / arl0`` when observations are independent with rate ``p0``; the bound is
     conservative (measured in ``docs/detectors.md``). The baseline learns from an observation
     after it has been tested, and not at all while ``S`` is above half the threshold. After a
-    detection the statistic and the baseline restart with a new warm-up.
+    detection the statistic and the baseline restart with a new warm-up; ``active`` holds
+    from the detection until the re-learned baseline is back at or below the pre-change
+    ``boundary_rate`` (the rate at which ``S`` stops drifting upwards).
 
     Parameters
     ----------
@@ -82,6 +84,8 @@ class BernoulliCUSUM(_Base):
         "_n",
         "_n_cap",
         "_p",
+        "_ref_boundary",
+        "_ref_rate",
         "_run_n",
         "_run_pos",
         "_s",
@@ -124,6 +128,12 @@ class BernoulliCUSUM(_Base):
         self._reset()
 
     def _reset(self) -> None:
+        self._ref_rate = 0.0
+        self._ref_boundary = -1.0  # negative: no change in progress
+        self._restart()
+
+    def _restart(self) -> None:
+        """Forget the baseline and the statistic (after a detection), keep the change."""
         self._n = 0
         self._p = 0.0
         self._s = 0.0
@@ -137,7 +147,7 @@ class BernoulliCUSUM(_Base):
     def update(self, x: bool | int) -> None:
         """Feed one observation (truthy is positive)."""
         if self._drift:
-            self._reset()
+            self._restart()
         bit = 1 if x else 0
         n = self._n
         if n >= self.warmup:
@@ -152,6 +162,9 @@ class BernoulliCUSUM(_Base):
             self._s = s
             if s > self._h:
                 self._drift = True
+                if self._ref_boundary < 0.0:
+                    self._ref_rate = self._p
+                    self._ref_boundary = self.boundary_rate
                 return
             if s > _FREEZE_FRACTION * self._h:
                 return
@@ -163,6 +176,8 @@ class BernoulliCUSUM(_Base):
         self._p += a * (bit - self._p)
         if n <= self._n_cap:
             self._n = n
+        if self._ref_boundary >= 0.0 and n >= self.warmup and self._p <= self._ref_boundary:
+            self._ref_boundary = -1.0
         since = self._since + 1
         if since >= _REFRESH or n == self.warmup:
             self._refresh()
@@ -203,6 +218,16 @@ class BernoulliCUSUM(_Base):
         if self._llr1 == self._llr0:
             return 1.0
         return -self._llr0 / (self._llr1 - self._llr0)
+
+    @property
+    def active(self) -> bool:
+        """From a detection until the re-learned rate is back at the pre-change boundary."""
+        return self._ref_boundary >= 0.0
+
+    @property
+    def reference_rate(self) -> float:
+        """The baseline rate before the latest detection (0 before any)."""
+        return self._ref_rate
 
     @property
     def post_change_rate(self) -> float:

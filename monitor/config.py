@@ -121,9 +121,8 @@ class AlertmanagerSettings(BaseModel):
     queue_size: int = Field(10_000, ge=1)
     timeout_seconds: float = Field(5.0, gt=0)
     max_backoff_seconds: float = Field(60.0, gt=0)
-    runbook_base_url: str = (
-        "https://github.com/rollout-monitor/rollout-monitor/blob/main/docs/detectors.md"
-    )
+    # Where the detector docs are served; alerts link to {runbook_base_url}#{detector_id}.
+    runbook_base_url: str = "docs/detectors.md"
     alerts_file: Path | None = None
 
 

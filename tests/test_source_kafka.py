@@ -1,8 +1,8 @@
 """Both consumer backends against the real broker, through the same parametrized tests.
 
-The broker address comes from ``ROLLOUT_MONITOR_TEST_KAFKA`` (default 127.0.0.1:9092); when
-nothing answers there, every test fails naming the address. Each test makes its own topics
-and groups.
+The broker is the local stack's (``make stack-up``; ``KAFKA_PORT`` moves it): when nothing
+answers there, every test that needs it fails naming the address. Each test makes its own
+topics, deleted afterwards, and its own groups.
 """
 
 from __future__ import annotations
@@ -10,15 +10,15 @@ from __future__ import annotations
 import os
 import re
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaError, Message, Producer
 from confluent_kafka import TopicPartition as KafkaTopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
+from stack import Stack, delete_topics, unique_name, wait_until
 
 from monitor.events import InvalidEvent, decode_event
 from monitor.source import (
@@ -44,40 +44,65 @@ from monitor.source.base import (
     TRUNCATED_VALUE_BYTES,
 )
 
-BOOTSTRAP = os.environ.get("ROLLOUT_MONITOR_TEST_KAFKA", "127.0.0.1:9092")
 PARTITIONS = 4
 # A member that leaves is noticed by the others at their next heartbeat.
 FAST_GROUP = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 300}
+# For the tests that fail before any connection is made.
+ANY_ADDRESS = "127.0.0.1:9092"
 
 pytestmark = pytest.mark.stack
 
 MakeSource = Callable[..., Source]
 
 
-@pytest.fixture(scope="module")
-def admin() -> AdminClient:
-    client = AdminClient({"bootstrap.servers": BOOTSTRAP})
-    try:
-        client.list_topics(timeout=5)
-    except KafkaException as exc:
-        pytest.fail(f"no Kafka broker answers at {BOOTSTRAP}: {exc}", pytrace=False)
-    return client
+class Kafka:
+    """The stack's broker, and the topics a test made on it."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self.bootstrap = bootstrap
+        self.admin = AdminClient({"bootstrap.servers": bootstrap})
+        self.created: list[str] = []
+
+    def topic(self, partitions: int = PARTITIONS, **config: str) -> str:
+        """A new topic whose partitions all have a leader."""
+        name = unique_name("test-source")
+        futures = self.admin.create_topics([NewTopic(name, partitions, 1, config=config)])
+        futures[name].result(timeout=10)
+        self.created.append(name)
+
+        def led() -> bool:
+            meta = self.admin.list_topics(topic=name, timeout=5).topics.get(name)
+            return (
+                meta is not None and len(meta.partitions) == partitions
+                and all(p.leader >= 0 for p in meta.partitions.values())
+            )
+
+        wait_until(led, timeout=10, message=f"leaders for {name}")
+        return name
+
+
+@pytest.fixture
+def kafka(stack: Stack) -> Iterator[Kafka]:
+    broker = Kafka(stack.kafka_bootstrap)
+    yield broker
+    delete_topics(broker.bootstrap, broker.created)
 
 
 @pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest, admin: AdminClient) -> str:
+def backend(request: pytest.FixtureRequest) -> str:
     name: str = request.param
     return name
 
 
 @pytest.fixture
-def make(backend: str) -> Iterator[MakeSource]:
+def make(backend: str, kafka: Kafka) -> Iterator[MakeSource]:
     """Builds sources of the backend under test and closes those a test left open."""
     with ExitStack() as stack:
 
         def build(topic: str, group: str, **kwargs: Any) -> Source:
             source = make_source(
-                backend, BOOTSTRAP, [topic], group, extra_config=FAST_GROUP, **kwargs  # type: ignore[arg-type]
+                backend,  # type: ignore[arg-type]
+                kafka.bootstrap, [topic], group, extra_config=FAST_GROUP, **kwargs,
             )
             stack.callback(source.close)
             return source
@@ -85,30 +110,26 @@ def make(backend: str) -> Iterator[MakeSource]:
         yield build
 
 
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:12]}"
-
-
-def create_topic(admin: AdminClient, partitions: int = PARTITIONS, **config: str) -> str:
-    name = unique("test-source")
-    futures = admin.create_topics([NewTopic(name, partitions, 1, config=config)])
-    futures[name].result(timeout=10)
-    return name
-
-
-def produce(topic: str, count: int, partitions: int = PARTITIONS) -> None:
+def produce(bootstrap: str, topic: str, count: int) -> None:
     """``count`` records round-robin over the partitions: key ``k<i>``, value ``v<i>``."""
+    failed: list[KafkaError] = []
+
+    def delivered(error: KafkaError | None, _msg: Message) -> None:
+        if error is not None:
+            failed.append(error)
+
     producer = Producer(
-        {"bootstrap.servers": BOOTSTRAP, "linger.ms": 5, "enable.idempotence": True}
+        {"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": True}
     )
     for i in range(count):
         producer.produce(
-            topic, value=f"v{i}".encode(), key=f"k{i}".encode(), partition=i % partitions,
-            headers=[("i", str(i).encode()), ("empty", b"")],
+            topic, value=f"v{i}".encode(), key=f"k{i}".encode(), partition=i % PARTITIONS,
+            headers=[("i", str(i).encode()), ("empty", b"")], on_delivery=delivered,
         )
         if i % 1000 == 999:
             producer.poll(0)
     assert producer.flush(10) == 0
+    assert not failed
 
 
 def poll_until(
@@ -131,8 +152,10 @@ def next_offsets(messages: list[RawMessage]) -> dict[TopicPartition, int]:
     return result
 
 
-def committed(group: str, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
-    reader = Consumer({"bootstrap.servers": BOOTSTRAP, "group.id": group})
+def committed(
+    bootstrap: str, group: str, partitions: list[TopicPartition]
+) -> dict[TopicPartition, int]:
+    reader = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
     try:
         result = reader.committed([KafkaTopicPartition(t, p) for t, p in partitions], 10)
     finally:
@@ -140,9 +163,9 @@ def committed(group: str, partitions: list[TopicPartition]) -> dict[TopicPartiti
     return {(tp.topic, tp.partition): tp.offset for tp in result}
 
 
-def read_all(topic: str, count: int, timeout_s: float = 15.0) -> list[Any]:
+def read_all(bootstrap: str, topic: str, count: int, timeout_s: float = 15.0) -> list[Any]:
     reader = Consumer(
-        {"bootstrap.servers": BOOTSTRAP, "group.id": unique("reader"),
+        {"bootstrap.servers": bootstrap, "group.id": unique_name("reader"),
          "auto.offset.reset": "earliest"}
     )
     reader.subscribe([topic])
@@ -157,11 +180,11 @@ def read_all(topic: str, count: int, timeout_s: float = 15.0) -> list[Any]:
 
 
 def test_consumes_every_message_with_offsets_keys_and_headers(
-    admin: AdminClient, make: MakeSource
+    kafka: Kafka, make: MakeSource
 ) -> None:
-    topic, n = create_topic(admin), 2000
-    produce(topic, n)
-    source = make(topic, unique("g"))
+    topic, n = kafka.topic(), 2000
+    produce(kafka.bootstrap, topic, n)
+    source = make(topic, unique_name("g"))
 
     got = poll_until(source, lambda got: len(got) >= n)
 
@@ -179,10 +202,10 @@ def test_consumes_every_message_with_offsets_keys_and_headers(
 
 
 def test_new_consumer_resumes_exactly_after_the_commit(
-    admin: AdminClient, make: MakeSource
+    kafka: Kafka, make: MakeSource
 ) -> None:
-    topic, group, n = create_topic(admin), unique("g"), 2000
-    produce(topic, n)
+    topic, group, n = kafka.topic(), unique_name("g"), 2000
+    produce(kafka.bootstrap, topic, n)
     first = make(topic, group)
     got = poll_until(first, lambda got: len(got) >= n)
     processed = [m for m in got if m.offset < 300 + 50 * m.partition]
@@ -200,10 +223,10 @@ def test_new_consumer_resumes_exactly_after_the_commit(
 
 
 def test_uncommitted_messages_are_redelivered_after_reopening(
-    admin: AdminClient, make: MakeSource
+    kafka: Kafka, make: MakeSource
 ) -> None:
-    topic, group, n = create_topic(admin), unique("g"), 200
-    produce(topic, n)
+    topic, group, n = kafka.topic(), unique_name("g"), 200
+    produce(kafka.bootstrap, topic, n)
     first = make(topic, group)
     got = poll_until(first, lambda got: len(got) >= n)
     first.close()
@@ -216,11 +239,11 @@ def test_uncommitted_messages_are_redelivered_after_reopening(
 
 
 def test_lag_reports_the_backlog_after_consuming_part(
-    admin: AdminClient, make: MakeSource
+    kafka: Kafka, make: MakeSource
 ) -> None:
-    topic, n = create_topic(admin), 2000
-    produce(topic, n)
-    source = make(topic, unique("g"))
+    topic, n = kafka.topic(), 2000
+    produce(kafka.bootstrap, topic, n)
+    source = make(topic, unique_name("g"))
     got = poll_until(source, lambda got: len(got) >= 700, max_messages=100)
 
     positions = next_offsets(got)
@@ -266,10 +289,10 @@ class Recorder:
 
 
 def test_group_splits_and_a_leaving_member_commits_before_release(
-    admin: AdminClient, make: MakeSource
+    kafka: Kafka, make: MakeSource
 ) -> None:
-    topic, group = create_topic(admin), unique("g")
-    produce(topic, 400)
+    topic, group = kafka.topic(), unique_name("g")
+    produce(kafka.bootstrap, topic, 400)
     everything = [(topic, p) for p in range(PARTITIONS)]
     a, b = Recorder(), Recorder()
     source_a = a.attach(make(topic, group, on_assign=a.on_assign, on_revoke=a.on_revoke))
@@ -286,9 +309,9 @@ def test_group_splits_and_a_leaving_member_commits_before_release(
     assert b.events[-1] == ("revoke", b_partitions)
     assert b.owned_during_revoke == b_partitions
     assert set(b.committed) == set(b_partitions)
-    assert committed(group, b_partitions) == b.committed
+    assert committed(kafka.bootstrap, group, b_partitions) == b.committed
     a.polled.clear()
-    produce(topic, 400)
+    produce(kafka.bootstrap, topic, 400)
     poll_rounds(lambda: source_a.assignment() == everything, a)
     assert a.events[-1][0] == "assign"
     assert set(b_partitions) <= set(a.events[-1][1])
@@ -315,9 +338,9 @@ def refuse(partitions: list[TopicPartition]) -> None:
 
 
 def test_an_error_in_on_assign_reaches_the_caller_of_poll_batch(
-    admin: AdminClient, make: MakeSource
+    kafka: Kafka, make: MakeSource
 ) -> None:
-    source = make(create_topic(admin), unique("g"), on_assign=refuse)
+    source = make(kafka.topic(), unique_name("g"), on_assign=refuse)
 
     deadline = time.monotonic() + 10
     with pytest.raises(HookFailed):
@@ -326,11 +349,11 @@ def test_an_error_in_on_assign_reaches_the_caller_of_poll_batch(
 
 
 def test_an_error_in_on_revoke_reaches_the_caller_of_close(
-    admin: AdminClient, make: MakeSource
+    kafka: Kafka, make: MakeSource
 ) -> None:
-    topic = create_topic(admin)
-    produce(topic, 40)
-    source = make(topic, unique("g"), on_revoke=refuse)
+    topic = kafka.topic()
+    produce(kafka.bootstrap, topic, 40)
+    source = make(topic, unique_name("g"), on_revoke=refuse)
     poll_until(source, lambda got: len(got) >= 40)
 
     with pytest.raises(HookFailed):
@@ -351,17 +374,17 @@ def invalid_message() -> tuple[RawMessage, InvalidEvent]:
 
 
 def test_dead_letter_keeps_the_original_bytes_and_every_header(
-    admin: AdminClient, backend: str
+    kafka: Kafka, backend: str
 ) -> None:
-    dlq = create_topic(admin, partitions=1)
+    dlq = kafka.topic(partitions=1)
     msg, refused = invalid_message()
     long_detail = refused.detail + " " + "é" * 2000
-    sink = make_dead_letter_sink(backend, BOOTSTRAP, dlq)  # type: ignore[arg-type]
+    sink = make_dead_letter_sink(backend, kafka.bootstrap, dlq)  # type: ignore[arg-type]
 
     sink.send(msg, refused.reason, long_detail)
     assert sink.flush(10) == 0
 
-    [record] = read_all(dlq, 1)
+    [record] = read_all(kafka.bootstrap, dlq, 1)
     assert (record.value(), record.key()) == (msg.value, msg.key)
     headers = record.headers()
     assert [name for name, _ in headers] == [
@@ -395,18 +418,19 @@ SINKS: dict[str, type[ConfluentDeadLetterSink] | type[KafkaPythonDeadLetterSink]
     ],
 )
 def test_dead_letter_truncates_a_value_too_large_for_the_broker(
-    admin: AdminClient, backend: str, size: int, sink_limit: int | None, topic_limit: str | None
+    kafka: Kafka, backend: str, size: int, sink_limit: int | None, topic_limit: str | None
 ) -> None:
     config = {"max.message.bytes": topic_limit} if topic_limit else {}
-    dlq = create_topic(admin, partitions=1, **config)
+    dlq = kafka.topic(partitions=1, **config)
     value = os.urandom(size)
     msg = RawMessage(value, b"key", "rl.rollouts", 0, 7, None, (("h", b"1"),))
-    sink = SINKS[backend](BOOTSTRAP, dlq, max_value_bytes=sink_limit or DEFAULT_MAX_VALUE_BYTES)
+    limit = sink_limit or DEFAULT_MAX_VALUE_BYTES
+    sink = SINKS[backend](kafka.bootstrap, dlq, max_value_bytes=limit)
 
     sink.send(msg, "too_large", f"message of {size} bytes")
     assert sink.flush(15) == 0
 
-    [record] = read_all(dlq, 1)
+    [record] = read_all(kafka.bootstrap, dlq, 1)
     assert record.value() == value[:TRUNCATED_VALUE_BYTES]
     assert record.key() == b"key"
     values = dict(record.headers())
@@ -417,7 +441,7 @@ def test_dead_letter_truncates_a_value_too_large_for_the_broker(
 
 
 def test_confluent_source_polls_empty_while_no_broker_answers() -> None:
-    source = ConfluentSource("127.0.0.1:1", [unique("t")], unique("g"))
+    source = ConfluentSource("127.0.0.1:1", [unique_name("t")], unique_name("g"))
     try:
         deadline = time.monotonic() + 3
         while time.monotonic() < deadline:
@@ -431,7 +455,7 @@ def test_confluent_source_polls_empty_while_no_broker_answers() -> None:
 def test_kafka_python_refuses_a_config_key_it_cannot_translate() -> None:
     with pytest.raises(SourceError, match=re.escape("'socket.keepalive.enable'")):
         make_source(
-            "kafka-python", BOOTSTRAP, ["t"], "g", extra_config={"socket.keepalive.enable": True}
+            "kafka-python", ANY_ADDRESS, ["t"], "g", extra_config={"socket.keepalive.enable": True}
         )
 
 
@@ -439,6 +463,6 @@ def test_kafka_python_refuses_a_config_key_it_cannot_translate() -> None:
 def test_extra_config_cannot_turn_auto_commit_back_on(backend_name: str) -> None:
     with pytest.raises(SourceError, match=re.escape("'enable.auto.commit'")):
         make_source(
-            backend_name, BOOTSTRAP, ["t"], "g",  # type: ignore[arg-type]
+            backend_name, ANY_ADDRESS, ["t"], "g",  # type: ignore[arg-type]
             extra_config={"enable.auto.commit": True},
         )

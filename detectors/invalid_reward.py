@@ -1,0 +1,241 @@
+"""``invalid_reward``: rewards outside the declared range, piled at a bound, or quantised."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from detectors._base import _FailureModeDetector, check_param, percent
+from detectors.alarm import Alarm, Severity
+from detectors.bernoulli_cusum import BernoulliCUSUM
+from detectors.invariant import InvariantCounter
+from detectors.protocol import EventLike
+
+__all__ = ["InvalidReward"]
+
+#: Relative slack of the range check, so that float rounding at a bound is not a violation.
+_SLACK = 1e-9
+_MISSING = object()
+
+
+class InvalidReward(_FailureModeDetector):
+    """Pages on rewards outside their declared range; warns on mass at a bound or on few values.
+
+    Three checks on the ``reward`` of each scored episode:
+
+    - **Range** (``page``): ``reward`` below ``reward_min`` or above ``reward_max`` (when the
+      event declares them), or not finite. An exact invariant counted by
+      :class:`~detectors.invariant.InvariantCounter`: the first violation after ``quiet``
+      clean episodes alarms, and the check spends no budget.
+    - **Mass at a bound** (``warning``): the share of completed episodes whose reward equals
+      a declared bound. Binary rewards sit at the bounds by design, and a healthy continuous
+      reward has its own share there, so the share is not compared with a fixed level: a
+      :class:`~detectors.bernoulli_cusum.BernoulliCUSUM` detects a rise against its own
+      baseline (a clipping bug or a default score moves it; a constant share never alarms).
+    - **Few distinct values** (``warning``): the share of completed episodes whose reward,
+      strictly inside the declared range, repeats a value seen among the last ``memory`` to
+      ``2 * memory`` such rewards *of another group* (all equal rewards of one group are
+      ``zero_variance_groups``' business, values at a bound the previous check's). For a
+      continuous reward that share is small; rounding or quantisation makes it jump. The
+      same kind of CUSUM detects the rise.
+
+    Truncated, failed and aborted episodes do not enter the two shares (their zeros are
+    ``truncation_rate``'s and ``masked_failure``'s), nor do eval episodes. The two CUSUMs
+    share the budget (each gets ``2 * arl0``).
+
+    ``statistic`` and ``threshold`` are those of the larger CUSUM (the range check alarms on
+    its own; its violations are in ``range_violations``). ``active`` holds while the range is
+    being violated (within ``quiet`` episodes of a violation) or a detected rise persists.
+
+    Parameters
+    ----------
+    quiet
+        Consecutive clean episodes that end a span of range violations.
+    odds_ratio
+        Odds ratio of the rise of a share that the CUSUMs are tuned to.
+    warmup
+        Episodes that estimate each baseline share.
+    baseline_halflife
+        Half-life, in episodes, of the baseline shares.
+    memory
+        Rewards per generation of the recent-value memory (two generations are kept).
+    arl0
+        False-alarm budget: expected episodes between false alarms of the two CUSUMs together.
+
+    Examples
+    --------
+    A continuous reward in [0, 1] that starts being clipped at episode 3000 (a third of the
+    rewards end up at 1.0), and an out-of-range reward at episode 5000:
+
+    >>> import random
+    >>> from types import SimpleNamespace
+    >>> from detectors.invalid_reward import InvalidReward
+    >>> rng = random.Random(6)
+    >>> def episode(i):
+    ...     reward = rng.betavariate(2, 3)
+    ...     if i >= 3000:
+    ...         reward = min(1.0, reward * 1.6)
+    ...     if i == 5000:
+    ...         reward = 1.5
+    ...     return SimpleNamespace(reward=reward, reward_min=0.0, reward_max=1.0,
+    ...                            status="completed", phase="train", group_id=None)
+    >>> detector = InvalidReward()
+    >>> for i in range(6000):
+    ...     detector.update(episode(i))
+    ...     if detector.alarm:
+    ...         print(i, detector.alarm.severity, detector.alarm.summary)
+    ... # doctest: +NORMALIZE_WHITESPACE
+    3069 warning share of rewards at a declared bound rose from 0.2% to about 21%
+    5000 page reward 1.5 outside the declared range [0, 1]
+    """
+
+    __slots__ = (
+        "_bound",
+        "_range",
+        "_repeat",
+        "_seen",
+        "_seen_old",
+        "arl0",
+        "baseline_halflife",
+        "memory",
+        "odds_ratio",
+        "quiet",
+        "warmup",
+    )
+
+    detector_id: ClassVar[str] = "invalid_reward"
+    severity: ClassVar[Severity] = "page"
+
+    def __init__(
+        self,
+        quiet: int = 1000,
+        odds_ratio: float = 3.0,
+        warmup: int = 500,
+        baseline_halflife: float = 5000.0,
+        memory: int = 256,
+        arl0: float = 1_000_000,
+    ) -> None:
+        check_param(isinstance(memory, int) and memory >= 1, "memory", "an int >= 1", memory)
+        self.quiet = quiet
+        self.odds_ratio = odds_ratio
+        self.warmup = warmup
+        self.baseline_halflife = baseline_halflife
+        self.memory = memory
+        self.arl0 = arl0
+        self._reset()
+
+    def _reset(self) -> None:
+        self._range = InvariantCounter(quiet=self.quiet)
+        kwargs = {
+            "odds_ratio": self.odds_ratio,
+            "arl0": 2.0 * self.arl0,
+            "warmup": self.warmup,
+            "baseline_halflife": self.baseline_halflife,
+        }
+        self._bound = BernoulliCUSUM(**kwargs)  # type: ignore[arg-type]
+        self._repeat = BernoulliCUSUM(**kwargs)  # type: ignore[arg-type]
+        self._seen: dict[float, str | None] = {}
+        self._seen_old: dict[float, str | None] = {}
+        self._alarm = None
+
+    def update(self, event: EventLike) -> None:
+        if self._alarm is not None:
+            self._alarm = None
+        reward = event.reward
+        if reward is None:
+            return
+        low = event.reward_min
+        high = event.reward_max
+        bad = reward - reward != 0.0  # NaN or infinite
+        if not bad and low is not None and reward < low - _SLACK * (1.0 + abs(low)):
+            bad = True
+        if not bad and high is not None and reward > high + _SLACK * (1.0 + abs(high)):
+            bad = True
+        counter = self._range
+        counter.update(bad)
+        if bad:
+            if counter._drift:  # the slots, not the properties: this is the per-event path
+                self._alarm = self._range_alarm(reward, low, high)
+            return
+        if event.status != "completed" or event.phase == "eval":
+            return
+        if low is not None or high is not None:
+            at_bound = reward == low or reward == high
+            bound = self._bound
+            bound.update(at_bound)
+            if bound._drift:
+                self._alarm = self._rise_alarm(bound, "share of rewards at a declared bound")
+            if at_bound:
+                return
+        self._update_repeats(reward, event.group_id)
+
+    def _update_repeats(self, reward: float, group_id: str | None) -> None:
+        seen = self._seen
+        other = seen.get(reward, _MISSING)
+        if other is _MISSING:
+            other = self._seen_old.get(reward, _MISSING)
+        repeat = other is not _MISSING and (group_id is None or other != group_id)
+        seen[reward] = group_id
+        if len(seen) >= self.memory:
+            self._seen_old = seen
+            self._seen = {}
+        cusum = self._repeat
+        cusum.update(repeat)
+        if cusum._drift and self._alarm is None:
+            self._alarm = self._rise_alarm(
+                cusum, "share of rewards repeating a recent value of another group"
+            )
+
+    def _range_alarm(self, reward: float, low: float | None, high: float | None) -> Alarm:
+        if reward - reward != 0.0:
+            summary = f"reward {reward} is not finite"
+        else:
+            lo = "-inf" if low is None else f"{low:g}"
+            hi = "inf" if high is None else f"{high:g}"
+            summary = f"reward {reward:g} outside the declared range [{lo}, {hi}]"
+        return Alarm(
+            detector=self.detector_id,
+            severity="page",
+            value=1.0,
+            threshold=0.0,
+            summary=summary,
+        )
+
+    def _rise_alarm(self, cusum: BernoulliCUSUM, what: str) -> Alarm:
+        before = cusum.baseline_rate
+        after = cusum.post_change_rate
+        return Alarm(
+            detector=self.detector_id,
+            severity="warning",
+            value=cusum.statistic,
+            threshold=cusum.threshold,
+            summary=f"{what} rose from {percent(before)} to about {percent(after)}",
+            direction="up",
+        )
+
+    @property
+    def range_violations(self) -> int:
+        """Episodes with a reward outside the declared range (or not finite), in total."""
+        return self._range.violations
+
+    @property
+    def bound_share(self) -> BernoulliCUSUM:
+        """The change detector of the share of rewards at a declared bound."""
+        return self._bound
+
+    @property
+    def repeat_share(self) -> BernoulliCUSUM:
+        """The change detector of the share of rewards repeating another group's value."""
+        return self._repeat
+
+    @property
+    def active(self) -> bool:
+        return self._range.active or self._bound.active or self._repeat.active
+
+    @property
+    def statistic(self) -> float:
+        return max(self._bound.statistic, self._repeat.statistic)
+
+    @property
+    def threshold(self) -> float:
+        return self._bound.threshold
+
