@@ -53,6 +53,7 @@ class Spec:
     batch_max_events: int = 5000
     latency_samples: str | None = None  # a path: record (time, processed) pairs there
     cpu: int | None = None  # pin the process (and the client's threads) to this core
+    librdkafka: dict[str, Any] = field(default_factory=dict)  # extra consumer settings
 
 
 @dataclass
@@ -99,6 +100,7 @@ def run_ceiling(spec: Spec) -> Result:
             "group.id": spec.group,
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
+            **spec.librdkafka,
         }
     )
     consumer.subscribe([spec.topic])
@@ -223,17 +225,35 @@ class _Watcher(threading.Thread):
         return result
 
 
+def _kafka_settings_class(librdkafka: dict[str, Any]) -> Any:
+    """``KafkaSettings``, or a subclass adding ``librdkafka`` to the client configuration.
+
+    The daemon passes ``client_config()`` to its consumer (and dead-letter producer); the
+    subclass is how the benchmark tries consumer settings the daemon does not expose.
+    """
+    from monitor.config import KafkaSettings
+
+    if not librdkafka:
+        return KafkaSettings
+    added = {key: str(value) for key, value in librdkafka.items()}
+
+    class TunedKafkaSettings(KafkaSettings):
+        def client_config(self) -> dict[str, str]:
+            return {**super().client_config(), **added}
+
+    return TunedKafkaSettings
+
+
 def _settings(spec: Spec) -> Any:
     from monitor.config import (
         AlertmanagerSettings,
         HttpSettings,
-        KafkaSettings,
         PipelineSettings,
         Settings,
     )
 
     return Settings(
-        kafka=KafkaSettings(
+        kafka=_kafka_settings_class(spec.librdkafka)(
             backend=spec.backend,  # type: ignore[arg-type]
             bootstrap_servers=spec.bootstrap,
             topics=(spec.topic,),

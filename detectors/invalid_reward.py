@@ -32,7 +32,7 @@ class InvalidReward(_FailureModeDetector):
       :class:`~detectors.bernoulli_cusum.BernoulliCUSUM` detects a rise against its own
       baseline (a clipping bug or a default score moves it; a constant share never alarms).
     - **Few distinct values** (``warning``): the share of completed episodes whose reward,
-      strictly inside the declared range, repeats a value seen among the last ``memory`` to
+      not at a declared bound, repeats a value seen among the last ``memory`` to
       ``2 * memory`` such rewards *of another group* (all equal rewards of one group are
       ``zero_variance_groups``' business, values at a bound the previous check's). For a
       continuous reward that share is small; rounding or quantisation makes it jump. The

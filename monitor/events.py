@@ -22,7 +22,9 @@ Phase = Literal["train", "eval"]
 ErrorWhere = Literal[
     "env", "harness", "sandbox", "verifier", "judge", "tool", "provider", "unknown"
 ]
-NonNegInt = Annotated[int, msgspec.Meta(ge=0)]
+# Counts are bounded to int64: a larger JSON integer decodes to a Python int that overflows the
+# float conversions of the summaries and detectors.
+NonNegInt = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 
 #: Reasons an input message is refused; each is a label value of
 #: ``rollout_monitor_invalid_events_total{reason}`` and a dead-letter header.
@@ -109,6 +111,9 @@ class _VersionOnly(msgspec.Struct):
 
 _decoder = msgspec.json.Decoder(RolloutEvent)
 _version_decoder = msgspec.json.Decoder(_VersionOnly)
+#: What msgspec raises besides DecodeError for unreadable input: a string that is not UTF-8
+#: (UnicodeError) and nesting deeper than the interpreter's recursion limit (RecursionError).
+_UNREADABLE = (UnicodeError, RecursionError)
 
 
 def _classify_validation(message: str) -> str:
@@ -125,7 +130,7 @@ def _version_reason(data: bytes | str) -> str | None:
     """The refusal reason when the message declares another schema version, else None."""
     try:
         version = _version_decoder.decode(data).schema_version
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, *_UNREADABLE):
         return None
     if version is None or version == SCHEMA_VERSION:
         return None
@@ -169,6 +174,10 @@ def decode_event(data: bytes | str, max_bytes: int = 1 << 20) -> RolloutEvent:
         raise InvalidEvent(reason, str(exc)) from None
     except msgspec.DecodeError as exc:
         raise InvalidEvent("invalid_json", str(exc)) from None
+    except RecursionError:
+        raise InvalidEvent("invalid_json", "JSON nested deeper than the recursion limit") from None
+    except UnicodeError as exc:
+        raise InvalidEvent("invalid_json", f"not valid UTF-8: {exc}") from None
     _check_values(event)
     return event
 

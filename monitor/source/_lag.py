@@ -17,8 +17,8 @@ DEFAULT_LAG_REFRESH_S = 2.0
 class LagCache:
     """Positions kept live from delivered batches; high watermarks read every ``refresh_s``.
 
-    :meth:`lag` may be called from another thread than the one polling (a metrics scrape);
-    the broker queries of a refresh run outside the lock that :meth:`observe` takes.
+    The bookkeeping is guarded by a lock and the broker queries of a refresh run outside
+    it, so a slow refresh never holds up :meth:`observe`.
 
     Parameters
     ----------

@@ -59,6 +59,9 @@ class Source(Protocol):
     Implementations take ``on_assign`` and ``on_revoke`` hooks in their constructor; both
     are called with ``(topic, partition)`` lists from within :meth:`poll_batch` or
     :meth:`close`, ``on_revoke`` before the partitions are given up.
+
+    Call every method from the thread that polls: confluent-kafka holds a call from another
+    thread until a waiting ``consume()`` returns (measured: up to the whole poll timeout).
     """
 
     def poll_batch(self, max_messages: int, timeout_s: float) -> list[RawMessage]:
