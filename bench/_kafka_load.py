@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from bench._events import EventFactory
+
+DeliveryCallback = Callable[[KafkaError | None, Message], None]
 
 #: Events generated and handed to the producer at once while preloading.
 PRELOAD_CHUNK = 50_000
@@ -45,10 +48,8 @@ def delete_topics(bootstrap: str, names: Iterable[str]) -> None:
         return
     admin = AdminClient({"bootstrap.servers": bootstrap})
     for future in admin.delete_topics(names, operation_timeout=30).values():
-        try:
+        with contextlib.suppress(KafkaException):  # already gone: nothing to clean up
             future.result(timeout=30)
-        except KafkaException:
-            pass  # already gone: nothing to clean up
 
 
 def _wait_for_leaders(bootstrap: str, name: str, partitions: int, timeout_s: float = 30) -> None:
@@ -56,9 +57,13 @@ def _wait_for_leaders(bootstrap: str, name: str, partitions: int, timeout_s: flo
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         topic = admin.list_topics(name, timeout=5).topics.get(name)
-        if topic is not None and topic.error is None and len(topic.partitions) == partitions:
-            if all(p.leader >= 0 for p in topic.partitions.values()):
-                return
+        if (
+            topic is not None
+            and topic.error is None
+            and len(topic.partitions) == partitions
+            and all(p.leader >= 0 for p in topic.partitions.values())
+        ):
+            return
         time.sleep(0.1)
     raise TimeoutError(f"topic {name} has no leader for all {partitions} partitions")
 
@@ -104,7 +109,7 @@ def preload(
     )
     errors: list[str] = []
 
-    def delivered(error: object, _msg: object) -> None:
+    def delivered(error: KafkaError | None, _msg: Message) -> None:
         if error is not None:
             errors.append(str(error))
 
@@ -125,7 +130,9 @@ def preload(
     return Preloaded(topic, events, segments, partitions, size, time.perf_counter() - started)
 
 
-def _produce(producer: Producer, topic: str, key: bytes, value: bytes, callback: object) -> None:
+def _produce(
+    producer: Producer, topic: str, key: bytes, value: bytes, callback: DeliveryCallback | None
+) -> None:
     while True:
         try:
             producer.produce(topic, value=value, key=key, on_delivery=callback)

@@ -86,7 +86,10 @@ def measure_latency(
         }
         child = subprocess.Popen(
             [sys.executable, "-m", "bench._measure", json.dumps(spec)],
-            cwd=cwd, env=env, stdout=subprocess.PIPE, text=True,
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         try:
             _wait_ready(child)
@@ -116,7 +119,10 @@ def _wait_ready(child: subprocess.Popen[str], timeout_s: float = 60.0) -> None:
 
 
 def _summarise(
-    rate: float, seconds: float, produced_at: np.ndarray, samples: np.ndarray,
+    rate: float,
+    seconds: float,
+    produced_at: np.ndarray,
+    samples: np.ndarray,
     daemon: dict[str, Any],
 ) -> LatencyResult:
     times, counts = samples[:, 0], samples[:, 1]

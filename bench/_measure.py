@@ -27,6 +27,7 @@ import statistics
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -37,7 +38,6 @@ import numpy as np
 WATCH_INTERVAL_S = 0.01
 #: Seconds between two reads of the processed counter (latency runs).
 LATENCY_INTERVAL_S = 0.001
-SCRAPES = 5
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,7 @@ class Spec:
     backend: str = "confluent"
     timeout_s: float = 900.0
     batch_max_events: int = 5000
+    scrapes: int = 5
     latency_samples: str | None = None  # a path: record (time, processed) pairs there
     cpu: int | None = None  # pin the process (and the client's threads) to this core
     librdkafka: dict[str, Any] = field(default_factory=dict)  # extra consumer settings
@@ -112,13 +113,23 @@ def run_ceiling(spec: Spec) -> Result:
         if messages and not count:
             started = time.perf_counter()
         for message in messages:
-            if message.error() is None:
-                decoder.decode(message.value())
+            value = message.value()
+            if message.error() is None and value is not None:
+                decoder.decode(value)
                 count += 1
     seconds = time.perf_counter() - started
     consumer.close()
-    return Result("ceiling", "confluent", count, seconds, count / seconds, rss_start,
-                  peak_rss_mb(), load_start, os.getloadavg()[0])
+    return Result(
+        "ceiling",
+        "confluent",
+        count,
+        seconds,
+        count / seconds,
+        rss_start,
+        peak_rss_mb(),
+        load_start,
+        os.getloadavg()[0],
+    )
 
 
 def run_naive(spec: Spec) -> Result:
@@ -129,25 +140,36 @@ def run_naive(spec: Spec) -> Result:
     rss_start, load_start = rss_mb(), os.getloadavg()[0]
     registry = CollectorRegistry()
     run = consume(spec.bootstrap, spec.topic, spec.group, spec.target, registry)
-    scrape = _time_scrapes(lambda: generate_latest(registry))
-    return Result("naive", "kafka-python", run.events, run.seconds, run.events / run.seconds,
-                  rss_start, peak_rss_mb(), load_start, os.getloadavg()[0], run.segments,
-                  {**scrape, "drifts": run.drifts})
+    scrape, _ = _time_scrapes(lambda: generate_latest(registry), spec.scrapes)
+    return Result(
+        "naive",
+        "kafka-python",
+        run.events,
+        run.seconds,
+        run.events / run.seconds,
+        rss_start,
+        peak_rss_mb(),
+        load_start,
+        os.getloadavg()[0],
+        run.segments,
+        {**scrape, "drifts": run.drifts},
+    )
 
 
-def _time_scrapes(scrape: Any) -> dict[str, Any]:
+def _time_scrapes(scrape: Callable[[], bytes], count: int) -> tuple[dict[str, Any], bytes]:
     times, body = [], b""
-    for _ in range(SCRAPES):
+    for _ in range(count):
         t0 = time.perf_counter()
         body = scrape()
         times.append(time.perf_counter() - t0)
     series = sum(1 for line in body.splitlines() if line and not line.startswith(b"#"))
-    return {
+    summary = {
         "scrape_ms": 1000 * statistics.median(times),
         "scrape_ms_all": [round(1000 * t, 2) for t in times],
         "scrape_bytes": len(body),
         "scrape_series": series,
     }
+    return summary, body
 
 
 def _http_get(port: int, path: str) -> bytes:
@@ -198,14 +220,15 @@ class _Watcher(threading.Thread):
         spec = self.spec
         interval = LATENCY_INTERVAL_S if spec.latency_samples else WATCH_INTERVAL_S
         deadline = time.monotonic() + spec.timeout_s
-        while not self.daemon_.readiness()[0] or self.daemon_.http is None:
-            if time.monotonic() > deadline:
-                raise TimeoutError("the daemon did not get ready")
-            time.sleep(0.01)
-        print("READY", flush=True)
+        while self.daemon_.pipeline is None:
+            time.sleep(0.001)
         counters = self.daemon_.pipeline.counters
         record = self.samples.append if spec.latency_samples else None
+        announced = False
         while time.monotonic() < deadline:
+            if not announced and self._ready():
+                print("READY", flush=True)  # the latency run starts producing now
+                announced = True
             processed = counters.processed
             now = time.perf_counter()
             if record is not None:
@@ -216,11 +239,14 @@ class _Watcher(threading.Thread):
             if processed >= spec.target:
                 return
             time.sleep(interval)
+        raise TimeoutError(f"{self.last[1]} of {spec.target} events processed in time")
+
+    def _ready(self) -> bool:
+        return self.daemon_.http is not None and self.daemon_.readiness()[0]
 
     def _scrape(self) -> dict[str, Any]:
         port = self.daemon_.http.port
-        result = _time_scrapes(lambda: _http_get(port, "/metrics"))
-        body = _http_get(port, "/metrics")
+        result, body = _time_scrapes(lambda: _http_get(port, "/metrics"), self.spec.scrapes)
         result["exported_processed"] = _exported_processed(body)
         return result
 
@@ -254,7 +280,7 @@ def _settings(spec: Spec) -> Any:
 
     return Settings(
         kafka=_kafka_settings_class(spec.librdkafka)(
-            backend=spec.backend,  # type: ignore[arg-type]
+            backend=spec.backend,
             bootstrap_servers=spec.bootstrap,
             topics=(spec.topic,),
             group_id=spec.group,
@@ -296,9 +322,19 @@ def run_daemon(spec: Spec) -> Result:
     }
     if spec.latency_samples:
         np.save(spec.latency_samples, np.array(watcher.samples, dtype=float))
-    return Result("daemon", spec.backend, n1, seconds, (n1 - n0) / seconds if seconds else 0.0,
-                  rss_start, peak_rss_mb(), load_start, os.getloadavg()[0],
-                  len(pipeline.segments), extra)
+    return Result(
+        "daemon",
+        spec.backend,
+        n1,
+        seconds,
+        (n1 - n0) / seconds if seconds else 0.0,
+        rss_start,
+        peak_rss_mb(),
+        load_start,
+        os.getloadavg()[0],
+        len(pipeline.segments),
+        extra,
+    )
 
 
 RUNNERS = {"ceiling": run_ceiling, "daemon": run_daemon, "naive": run_naive}

@@ -16,7 +16,7 @@ Row = dict[str, Any]
 #: Configurations whose events/s are reported, with the key of the top-level summary.
 THROUGHPUT_KEYS = {
     "ceiling": "ceiling_events_per_s",
-    "ceiling_default": "ceiling_default_config_events_per_s",
+    "ceiling_default": "ceiling_default_events_per_s",
     "e2e": "e2e_events_per_s",
     "e2e_tuned": "e2e_tuned_events_per_s",
     "e2e_kafka_python": "e2e_kafka_python_events_per_s",
@@ -34,8 +34,15 @@ def environment(repo_dir: Path) -> dict[str, Any]:
     import confluent_kafka
 
     versions = {"python": platform.python_version()}
-    for dist in ("rollout-monitor", "confluent-kafka", "kafka-python", "msgspec", "river",
-                 "prometheus-client", "numpy"):
+    for dist in (
+        "rollout-monitor",
+        "confluent-kafka",
+        "kafka-python",
+        "msgspec",
+        "river",
+        "prometheus-client",
+        "numpy",
+    ):
         try:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -80,31 +87,26 @@ def _median_of(rows: list[Row], name: str, get: Callable[[Row], float]) -> float
 def _ratio(rows: list[Row], name: str, base: str) -> float | None:
     """Median over rounds of ``name``'s events/s over ``base``'s in the same round."""
     top, bottom = _by_round(rows, name), _by_round(rows, base)
-    return _median([
-        top[i]["events_per_s"] / bottom[i]["events_per_s"] for i in top if i in bottom
-    ])
+    return _median([top[i]["events_per_s"] / bottom[i]["events_per_s"] for i in top if i in bottom])
+
+
+def _peak(rows: list[Row], name: str) -> float:
+    values = [r["rss_peak_mb"] for r in rows if r["name"] == name]
+    return float(statistics.median(values))
 
 
 def _rss_scaling(rows: list[Row], info: dict[str, Any]) -> dict[str, Any] | None:
     names = sorted({r["name"] for r in rows if r["name"].startswith("rss_")})
     if not names:
         return None
-    points = [
-        {"segments": int(n.removeprefix("rss_")),
-         "rss_mb": _median_of(rows, n, lambda r: r["rss_peak_mb"])}
-        for n in names
-    ]
-    points.append({"segments": info["segments_large"],
-                   "rss_mb": _median_of(rows, "e2e_large", lambda r: r["rss_peak_mb"])})
-    points.sort(key=lambda p: p["segments"])
-    (s0, r0), (s1, r1) = (
-        (points[0]["segments"], points[0]["rss_mb"]),
-        (points[-1]["segments"], points[-1]["rss_mb"]),
-    )
+    peaks = {int(n.removeprefix("rss_")): _peak(rows, n) for n in names}
+    peaks[info["segments_large"]] = _peak(rows, "e2e_large")
+    points = [{"segments": k, "rss_mb": v} for k, v in sorted(peaks.items())]
+    (s0, r0), (s1, r1) = min(peaks.items()), max(peaks.items())
     slope = (r1 - r0) / (s1 - s0)
     deviations = [
-        abs(p["rss_mb"] - (r0 + slope * (p["segments"] - s0))) / abs(r1 - r0)
-        for p in points[1:-1]
+        abs(rss - (r0 + slope * (segments - s0))) / abs(r1 - r0)
+        for segments, rss in sorted(peaks.items())[1:-1]
     ]
     worst = max(deviations) if deviations else None
     return {
@@ -145,20 +147,42 @@ def _targets(s: dict[str, Any]) -> list[dict[str, Any]]:
     scaling = s.get("rss_scaling")
     steady = (s["latency_rate"] or 0) >= 50_000 and (s["latency_achieved_rate"] or 0) >= 47_500
     return [
-        target("e2e / ceiling (one core)", s["e2e_ratio_to_ceiling"], ">= 0.30",
-               at_least(s["e2e_ratio_to_ceiling"], 0.30)),
-        target("e2e / naive", s["e2e_speedup_over_naive"], ">= 10",
-               at_least(s["e2e_speedup_over_naive"], 10.0)),
-        target(f"peak RSS at {s['segments']:,} segments (MB)", s["rss_mb_1k_segments"], "<= 150",
-               at_most(s["rss_mb_1k_segments"], 150.0)),
-        target("RSS linear in segments (max deviation share)",
-               scaling["max_deviation_share"] if scaling else None,
-               f"<= {LINEAR_TOLERANCE}", scaling["linear"] if scaling else None),
-        target(f"scrape at {s['segments']:,} segments (ms)", s["scrape_ms_1k_segments"], "<= 50",
-               at_most(s["scrape_ms_1k_segments"], 50.0)),
-        target(f"latency p99 at {s['latency_rate']:,.0f} events/s (s)", s["latency_p99_s"],
-               "<= 1 at 50,000 events/s",
-               at_most(s["latency_p99_s"], 1.0) if steady else None),
+        target(
+            "e2e / ceiling (one core)",
+            s["e2e_ratio_to_ceiling"],
+            ">= 0.30",
+            at_least(s["e2e_ratio_to_ceiling"], 0.30),
+        ),
+        target(
+            "e2e / naive",
+            s["e2e_speedup_over_naive"],
+            ">= 10",
+            at_least(s["e2e_speedup_over_naive"], 10.0),
+        ),
+        target(
+            f"peak RSS at {s['segments']:,} segments (MB)",
+            s["rss_mb_1k_segments"],
+            "<= 150",
+            at_most(s["rss_mb_1k_segments"], 150.0),
+        ),
+        target(
+            "RSS linear in segments (max deviation share)",
+            scaling["max_deviation_share"] if scaling else None,
+            f"<= {LINEAR_TOLERANCE}",
+            scaling["linear"] if scaling else None,
+        ),
+        target(
+            f"scrape at {s['segments']:,} segments (ms)",
+            s["scrape_ms_1k_segments"],
+            "<= 50",
+            at_most(s["scrape_ms_1k_segments"], 50.0),
+        ),
+        target(
+            f"latency p99 at {s['latency_rate']:,.0f} events/s (s)",
+            s["latency_p99_s"],
+            "<= 1 at 50,000 events/s",
+            at_most(s["latency_p99_s"], 1.0) if steady else None,
+        ),
     ]
 
 
@@ -175,15 +199,15 @@ def summarise(info: dict[str, Any], rows: list[Row], latency_runs: list[Row]) ->
         s[f"rss_mb_{suffix}"] = _median_of(rows, name, lambda r: r["rss_peak_mb"])
         s[f"scrape_ms_{suffix}"] = _median_of(rows, name, lambda r: r["extra"]["scrape_ms"])
         s[f"scrape_bytes_{suffix}"] = _median_of(rows, name, lambda r: r["extra"]["scrape_bytes"])
-        s[f"scrape_series_{suffix}"] = _median_of(
-            rows, name, lambda r: r["extra"]["scrape_series"]
-        )
+        s[f"scrape_series_{suffix}"] = _median_of(rows, name, lambda r: r["extra"]["scrape_series"])
     s["rss_mb_ceiling"] = _median_of(rows, "ceiling", lambda r: r["rss_peak_mb"])
     s["rss_mb_e2e_tuned"] = _median_of(rows, "e2e_tuned", lambda r: r["rss_peak_mb"])
     s["rss_mb_naive"] = _median_of(rows, "naive", lambda r: r["rss_peak_mb"])
+    small, large = s["rss_mb_1k_segments"], s["rss_mb_10k_segments"]
     s["rss_growth_mb_per_1k_segments"] = (
-        1000 * (s["rss_mb_10k_segments"] - s["rss_mb_1k_segments"])
-        / (s["segments_large"] - s["segments"])
+        None
+        if small is None or large is None or s["segments_large"] == s["segments"]
+        else 1000 * (large - small) / (s["segments_large"] - s["segments"])
     )
     s["rss_scaling"] = _rss_scaling(rows, info)
     s.update(_latency(latency_runs))

@@ -311,10 +311,8 @@ def summarize_clean(
             per_detector[detector][severity] += 1
             per_detector_control[detector][spec.control] += 1
             if len(examples[detector]) < 5:
-                examples[detector].append(
-                    {"control": spec.control, "env": spec.env, "seed": spec.seed,
-                     "index": index, "severity": severity}  # fmt: skip
-                )
+                example = {"control": spec.control, "env": spec.env, "seed": spec.seed}
+                examples[detector].append({**example, "index": index, "severity": severity})
     alarms_total = sum(c["alarms"] for c in by_control.values())
     pages_total = sum(c["pages"] for c in by_control.values())
     clean = {
@@ -420,8 +418,12 @@ def detector_section(
         rows = [r for r in fault_rows if r["detector"] == detector_id]
         entry["faults"] = sorted({r["fault"] for r in rows})
         large = [d for r in rows if r["large"] and "delays" in r for d in r["delays"]]
-        stats = delay_stats(large) if large else dict.fromkeys(
-            ("trials", "detected", "recall", "miss_rate", "median_delay", "p90_delay")
+        stats = (
+            delay_stats(large)
+            if large
+            else dict.fromkeys(
+                ("trials", "detected", "recall", "miss_rate", "median_delay", "p90_delay")
+            )
         )
         entry.update(stats)
         entry["pre_onset_false_alarms"] = (
@@ -500,7 +502,7 @@ def summarize_mean_shift(
                     "false_alarm_source": "matched to ours (threshold by simulation)",
                 }
             )
-            names = ("ours", "adwin", "kswin", "page_hinkley")
+            names: tuple[str, ...] = ("ours", "adwin", "kswin", "page_hinkley")
             if kind == "bernoulli":
                 names = ("ours", "adwin", "page_hinkley", "ddm", "hddm_a")
             for name in names:
@@ -562,11 +564,11 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         adwin = by[(shift, "adwin")]["median_delay"]
         ratio = ours / oracle if ours is not None and oracle else None
         ratio_ok &= ratio is not None and ratio <= ORACLE_RATIO_TARGET
-        ratio_detail.append(f"{shift}σ: {ours} vs {oracle} ({_r(ratio, 2)}x)")
+        ratio_detail.append(f"{shift} sd: {ours} vs {oracle} ({_r(ratio, 2)}x)")
         anchor = ADWIN_ANCHOR[shift]
         better = ours is not None and adwin is not None and ours < min(adwin, anchor)
         adwin_ok &= better
-        adwin_detail.append(f"{shift}σ: {ours} vs ADWIN {adwin} here, {anchor} anchor")
+        adwin_detail.append(f"{shift} sd: {ours} vs ADWIN {adwin} here, {anchor} anchor")
     out.append(
         {
             "target": f"mean shifts: median delay within {ORACLE_RATIO_TARGET}x of the oracle "

@@ -8,6 +8,7 @@ the outcomes are drawn (success probability, length multiplier, failure rate, ..
 ``after`` them (forced truncation, rescoring, group structure of rewards) and ``final``
 (reported fields: reward values, versions, prompt lengths, latencies, group membership).
 
+>>> from bench.scenarios import FAILURE_MODE_IDS
 >>> sorted({fault.detector for fault in FAULTS.values()}) == sorted(FAILURE_MODE_IDS)
 True
 """
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bench.scenarios import ENVS, FAILURE_MODE_IDS, TASKS, Stream, score
+from bench.scenarios import ENVS, TASKS, Stream, score
 
 __all__ = ["FAULTS", "Fault", "faults_for"]
 
@@ -135,6 +136,11 @@ def _out_of_range(s: Stream, m: float) -> None:
 def _clipped(s: Stream, m: float) -> None:
     hit = _picked(s, m) & ~np.isnan(s.reward)
     s.reward = np.where(hit, 1.0, s.reward)
+
+
+def _rounded(s: Stream, m: float) -> None:
+    hit = _picked(s, m) & ~np.isnan(s.reward)
+    s.reward = np.where(hit, np.round(s.reward, 1), s.reward)
 
 
 def _mass_at_value(s: Stream, m: float) -> None:
@@ -282,6 +288,9 @@ FAULTS: dict[str, Fault] = {
         Fault("reward_clipped", "invalid_reward",
               f"{_SHARE} whose reward is clipped to the declared maximum (mass at a bound)",
               (0.1, 0.3, 0.6), (0.3, 0.6), envs=("tool",), final=_clipped),
+        Fault("reward_rounded", "invalid_reward",
+              f"{_SHARE} whose reward is rounded to one decimal (few distinct values)",
+              (0.3, 0.6, 1.0), (0.6, 1.0), envs=("tool",), final=_rounded),
         Fault("reward_mass_at_value", "reward_distribution",
               f"{_SHARE} scored a default value (the pre-onset mean: no mean shift)",
               (0.1, 0.3, 0.6), (0.3, 0.6), envs=("code", "tool"), final=_mass_at_value),

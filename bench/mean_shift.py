@@ -100,7 +100,7 @@ def trial_streams(
     Bernoulli(RATE_P0) turning into Bernoulli(``change``) (``kind="bernoulli"``)."""
     out = []
     for t in range(trials):
-        rng = np.random.default_rng([seed, int(round(change * 1000)), t, len(kind)])
+        rng = np.random.default_rng([seed, round(change * 1000), t, len(kind)])
         onset = int(rng.integers(*onsets))
         n = onset + HORIZON
         if kind == "normal":
@@ -184,7 +184,7 @@ def _clean_sampler(llr: LLR, kind: str) -> Callable[[np.random.Generator, int], 
 
 
 def measured_arl(
-    llr: LLR, h: float, seed: int, kind: str = "normal", alarms: int = 400, width: int = 4096
+    llr: LLR, h: float, seed: int, kind: str = "normal", alarms: int = 1000, width: int = 4096
 ) -> float:
     """Mean run length between false alarms of the LLR CUSUM at threshold ``h`` (renewals)."""
     rng = np.random.default_rng([seed, 29])
@@ -208,9 +208,9 @@ def oracle_threshold(llr: LLR, arl0: float, seed: int, kind: str = "normal") -> 
     """Threshold of the LLR CUSUM for a mean run length ``arl0`` between false alarms.
 
     ``ARL0 ~ C * exp(h)`` for large ``h``; ``C`` is measured at the threshold where the
-    run length is about 20 000 samples (or ``arl0`` when smaller) and ``h`` solved for.
+    run length is about 5 000 samples (or ``arl0`` when smaller) and ``h`` solved for.
     """
-    h_ref = math.log(min(arl0, 20_000.0))
+    h_ref = math.log(min(arl0, 5_000.0))
     c = measured_arl(llr, h_ref, seed, kind) / math.exp(h_ref)
     return math.log(arl0 / c)
 

@@ -41,8 +41,9 @@ class NaiveMetrics:
             buckets=(64, 128, 256, 512, 1024, 2048, 4096, 8192),
             registry=registry,
         )
-        self.last_ts = Gauge("naive_last_event_timestamp_seconds", "Last ts.", labels,
-                             registry=registry)
+        self.last_ts = Gauge(
+            "naive_last_event_timestamp_seconds", "Last ts.", labels, registry=registry
+        )
         self.drifts = Counter(
             "naive_drifts", "Drifts detected.", [*labels, "detector"], registry=registry
         )

@@ -14,7 +14,7 @@ __all__ = ["render"]
 
 def _fmt(value: Any, digits: int = 2) -> str:
     if value is None:
-        return "–"
+        return "-"
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, int):
@@ -30,14 +30,14 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(_fmt(c) if not isinstance(c, str) else c for c in r) + " |"
               for r in rows]  # fmt: skip
-    return lines + [""]
+    return [*lines, ""]
 
 
 def _detectors(results: dict[str, Any]) -> list[str]:
     rows = []
     for detector_id, d in results["detectors"].items():
         if not d["implemented"]:
-            rows.append([f"`{detector_id}`", "not implemented", *["–"] * 8])
+            rows.append([f"`{detector_id}`", "not implemented", *["-"] * 8])
             continue
         arl = d["measured_arl"]
         budget = d["arl0"]
@@ -76,8 +76,15 @@ def _detectors(results: dict[str, Any]) -> list[str]:
 def _controls(results: dict[str, Any]) -> list[str]:
     clean = results["clean"]
     rows = [
-        [f"`{name}`", c["description"], c["segments"], c["events"], c["alarms"], c["pages"],
-         _fmt(c["pages_per_million"], 3)]  # fmt: skip
+        [
+            f"`{name}`",
+            c["description"],
+            c["segments"],
+            c["events"],
+            c["alarms"],
+            c["pages"],
+            _fmt(c["pages_per_million"], 3),
+        ]
         for name, c in clean["controls"].items()
     ]
     rows.append(
@@ -102,9 +109,9 @@ def _faults(results: dict[str, Any]) -> list[str]:
     for r in results["faults"]:
         if not r["implemented"] or "trials" not in r:
             rows.append([f"`{r['fault']}`", f"`{r['detector']}`", _fmt(r["magnitude"], 3),
-                         _fmt(r["large"]), "not implemented", *["–"] * 5])  # fmt: skip
+                         _fmt(r["large"]), "not implemented", *["-"] * 5])  # fmt: skip
             continue
-        others = ", ".join(f"{k} {v}" for k, v in r["other_detectors"].items()) or "–"
+        others = ", ".join(f"{k} {v}" for k, v in r["other_detectors"].items()) or "-"
         rows.append(
             [
                 f"`{r['fault']}`",
@@ -134,10 +141,17 @@ def _faults(results: dict[str, Any]) -> list[str]:
 
 def _shift_table(rows: list[dict[str, Any]], keys: Sequence[str]) -> list[str]:
     body = [
-        [*[_fmt(r[k], 2) for k in keys], f"`{r['detector']}`",
-         _fmt(r["false_alarms_per_million"], 3), r["false_alarm_source"], r["trials"],
-         _fmt(r["median_delay"], 1), _fmt(r["p90_delay"], 1), _fmt(r["miss_rate"]),
-         r["pre_onset_alarms"]]  # fmt: skip
+        [
+            *[_fmt(r[k], 2) for k in keys],
+            f"`{r['detector']}`",
+            _fmt(r["false_alarms_per_million"], 3),
+            r["false_alarm_source"],
+            r["trials"],
+            _fmt(r["median_delay"], 1),
+            _fmt(r["p90_delay"], 1),
+            _fmt(r["miss_rate"]),
+            r["pre_onset_alarms"],
+        ]
         for r in rows
     ]
     header = [*keys, "detector", "false alarms / million", "false-alarm rate", "trials",
@@ -163,7 +177,7 @@ def _mean_shift(results: dict[str, Any]) -> list[str]:
     lines.append("")
     lines += _shift_table(results["mean_shift"], ["shift_sigma"])
     thresholds = ", ".join(
-        f"{k}σ: h = {v['h_llr']} (Siegmund {v.get('h_siegmund')})"
+        f"{k} sd: h = {v['h_llr']} (Siegmund {v.get('h_siegmund')})"
         for k, v in normal["thresholds"].items()
     )
     lines += [f"Oracle thresholds in log-likelihood units: {thresholds}.", ""]

@@ -246,6 +246,7 @@ class Stream:
     log_len_ar: np.ndarray
     repeat_success: np.ndarray
     repeat_u: np.ndarray
+    repeat_counts: dict[str, np.ndarray]
     prompt_of_task: np.ndarray
     # per-episode randomness
     u: np.ndarray
@@ -259,6 +260,7 @@ class Stream:
     err_pick: np.ndarray
     answer: np.ndarray
     ts: np.ndarray
+    fault_rng: np.random.Generator
     fault_u: np.ndarray
     # outcomes
     repeated: np.ndarray
@@ -357,7 +359,7 @@ def _layout(s: Stream) -> None:
     g_task = rng.integers(0, TASKS, n_groups)
     g_effect = rng.standard_normal(n_groups) * c.group_sd
     if c.jitter_steps:
-        steps = np.cumsum(rng.random(n_groups) < 1.0 / GROUPS_PER_STEP)
+        steps: np.ndarray = np.cumsum(rng.random(n_groups) < 1.0 / GROUPS_PER_STEP)
     else:
         steps = np.arange(n_groups) // GROUPS_PER_STEP
     g_pv = 100 + steps
@@ -396,6 +398,17 @@ def _success_probability(s: Stream) -> None:
         1.0 + np.exp(-((l0 + l1) / 2.0 + difficulty[:, None]))
     )
     s.repeat_u = rng.random((TASKS, REPEAT_ANSWERS, 4))
+    shape = (TASKS, REPEAT_ANSWERS)
+    tests_total = rng.integers(4, 21, shape)
+    turns = np.minimum(1 + rng.poisson(3.0, shape), 11)
+    calls = np.maximum(0, turns - 1 + rng.poisson(0.6, shape))
+    s.repeat_counts = {
+        "tests_total": tests_total,
+        "tests_partial": rng.binomial(tests_total, 0.4),
+        "turns": turns,
+        "calls": calls,
+        "tool_errors": rng.binomial(calls, TOOL_ERROR_P),
+    }
     s.prompt_of_task = np.maximum(
         8, np.exp(math.log(m.prompt_median) + 0.35 * rng.standard_normal(TASKS))
     ).astype(np.int64)
@@ -429,6 +442,11 @@ def _outcomes(s: Stream) -> None:
     """Success, the parts of the reward, lengths, tools, truncation, failures."""
     u, z, m, n = s.u, s.z, s.model, s.n
     s.repeated = ~s.is_eval & (u[0] < REPEAT_SHARE)
+    # a repeated answer is the same completion: everything its score depends on is fixed
+    rep = {k: v[s.task, s.answer] for k, v in s.repeat_counts.items()}
+    s.tests_total = np.where(s.repeated, rep["tests_total"], s.tests_total)
+    s.tests_partial = np.where(s.repeated, rep["tests_partial"], s.tests_partial)
+    s.turns = np.where(s.repeated, rep["turns"], s.turns)
     rep_success = s.repeat_success[s.task, s.answer]
     s.success = np.where(s.repeated, rep_success, u[1] < s.p)
     ru = s.repeat_u[s.task, s.answer]  # (n, 4): fixed per canonical answer
@@ -436,8 +454,10 @@ def _outcomes(s: Stream) -> None:
     s.fmt = np.where(fu < 0.01, 0.0, np.where(fu < 0.03, 0.5, 1.0))
     t_fail = np.minimum(s.tests_partial, s.tests_total - 1)
     s.t_fail = np.where(np.where(s.repeated, ru[:, 1], u[3]) < 0.35, 0, t_fail)
-    s.num_tool_calls = np.maximum(0, s.turns - 1 + s.calls_extra)
-    s.num_tool_errors = s.rng.binomial(s.num_tool_calls, np.clip(s.tool_error_p, 0.0, 1.0))
+    calls = np.maximum(0, s.turns - 1 + s.calls_extra)
+    s.num_tool_calls = np.where(s.repeated, rep["calls"], calls)
+    tool_errors = s.rng.binomial(s.num_tool_calls, np.clip(s.tool_error_p, 0.0, 1.0))
+    s.num_tool_errors = np.where(s.repeated, rep["tool_errors"], tool_errors)
     zt = np.where(s.repeated, ru[:, 2] * 2.0 - 1.0, z[0])
     s.task_hi = np.clip(0.8 + 0.12 * zt, 0.0, 1.0)
     s.task_lo = np.clip(0.12 + 0.08 * np.abs(zt), 0.0, 1.0)

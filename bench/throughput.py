@@ -43,6 +43,7 @@ DOC_PATH = REPO_DIR / "docs" / "throughput.md"
 #: Consumer prefetch settings for the ceiling (and ``e2e_tuned``): librdkafka's default
 #: ``fetch.queue.backoff.ms`` (1000) idles the fetcher for a second whenever the local queue
 #: is full, which caps any consumer that spends more than about 1 us per message.
+DESCRIPTION = "Throughput benchmark of rollout-monitor against the raw Kafka ceiling."
 TUNED: dict[str, Any] = {"fetch.queue.backoff.ms": 10, "queued.max.messages.kbytes": 16384}
 
 
@@ -59,6 +60,7 @@ class Config:
     latency_seconds: float
     rss_points: tuple[int, ...]
     extras: bool
+    scrapes: int
     cpu: int | None
     quick: bool
     results: Path
@@ -78,19 +80,24 @@ class Plan:
 
 
 def parse_args(argv: Sequence[str] | None) -> Config:
-    p = argparse.ArgumentParser(prog="python -m bench.throughput", description=__doc__.split("\n")[0])
-    p.add_argument("--events", type=int, help="events per topic (default 2,000,000; quick 200,000)")
+    p = argparse.ArgumentParser(prog="python -m bench.throughput", description=DESCRIPTION)
+    p.add_argument("--events", type=int, help="events per topic (default 2M; quick 200k)")
     p.add_argument("--segments", type=int, default=1000, help="segments of the main topic")
-    p.add_argument("--segments-large", type=int, default=10_000, help="segments of the second topic")
+    p.add_argument("--segments-large", type=int, default=10_000, help="of the second topic")
     p.add_argument("--runs", type=int, help="rounds; medians are reported (default 3; quick 1)")
-    p.add_argument("--slow-events", type=int,
-                   help="events read by the kafka-python configurations (default min(events, 500k))")
+    p.add_argument(
+        "--slow-events", type=int, help="events read by kafka-python configurations (500k)"
+    )
     p.add_argument("--partitions", type=int, default=4)
     p.add_argument("--latency-rate", type=float, help="events/s of the latency run (default 50k)")
     p.add_argument("--latency-seconds", type=float, help="length of the latency run (default 30)")
     p.add_argument("--quick", action="store_true", help="small and fast, for development and tests")
-    p.add_argument("--cpu", type=int, default=(os.cpu_count() or 1) - 1,
-                   help="core the measured processes are pinned to (-1: no pinning)")
+    p.add_argument(
+        "--cpu",
+        type=int,
+        default=(os.cpu_count() or 1) - 1,
+        help="core the measured processes are pinned to (-1: no pinning)",
+    )
     p.add_argument("--bootstrap", default=f"127.0.0.1:{os.environ.get('KAFKA_PORT', '9092')}")
     p.add_argument("--results", type=Path, default=RESULTS_PATH)
     p.add_argument("--doc", type=Path, default=DOC_PATH)
@@ -102,12 +109,13 @@ def parse_args(argv: Sequence[str] | None) -> Config:
         segments=a.segments,
         segments_large=a.segments_large,
         runs=a.runs or (1 if a.quick else 3),
-        slow_events=min(events, a.slow_events or (50_000 if a.quick else 500_000)),
+        slow_events=min(events, a.slow_events or (20_000 if a.quick else 500_000)),
         partitions=a.partitions,
         latency_rate=a.latency_rate or (10_000.0 if a.quick else 50_000.0),
-        latency_seconds=a.latency_seconds or (5.0 if a.quick else 30.0),
+        latency_seconds=a.latency_seconds or (4.0 if a.quick else 30.0),
         rss_points=() if a.quick else (a.segments, 3 * a.segments),
         extras=not a.quick,
+        scrapes=2 if a.quick else 5,
         cpu=None if a.cpu < 0 else a.cpu,
         quick=a.quick,
         results=a.results,
@@ -136,6 +144,7 @@ def _spec(config: Config, plan: Plan) -> dict[str, Any]:
         "segments": plan.topic.segments,
         "cpu": config.cpu,
         "librdkafka": plan.librdkafka,
+        "scrapes": config.scrapes,
     }
 
 
@@ -143,7 +152,11 @@ def measure(config: Config, plan: Plan) -> dict[str, Any]:
     """Run ``plan`` in a fresh process; its result with the plan's name and topic."""
     proc = subprocess.run(
         [sys.executable, "-m", "bench._measure", json.dumps(_spec(config, plan))],
-        cwd=REPO_DIR, env=_child_env(), capture_output=True, text=True, timeout=3600,
+        cwd=REPO_DIR,
+        env=_child_env(),
+        capture_output=True,
+        text=True,
+        timeout=3600,
     )
     if proc.returncode != 0:
         raise RuntimeError(f"{plan.name} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -152,8 +165,9 @@ def measure(config: Config, plan: Plan) -> dict[str, Any]:
     return result
 
 
-def _plans(config: Config, main: Preloaded, large: Preloaded,
-           scaling: list[Preloaded]) -> list[Plan]:
+def _plans(
+    config: Config, main: Preloaded, large: Preloaded, scaling: list[Preloaded]
+) -> list[Plan]:
     plans = [
         Plan("ceiling", "ceiling", main, main.events, librdkafka=TUNED),
         Plan("e2e", "daemon", main, main.events),
@@ -175,8 +189,10 @@ def _preload(config: Config, segments: int, events: int, seed: int) -> Preloaded
     topic = unique_topic(f"bench.throughput.s{segments}")
     create_topic(config.bootstrap, topic, config.partitions)
     loaded = preload(config.bootstrap, topic, events, segments, config.partitions, seed=seed)
-    _say(f"preloaded {topic}: {events:,} events, {segments:,} segments, "
-         f"{loaded.bytes / 1e6:,.0f} MB in {loaded.seconds:.1f} s")
+    _say(
+        f"preloaded {topic}: {events:,} events, {segments:,} segments, "
+        f"{loaded.bytes / 1e6:,.0f} MB in {loaded.seconds:.1f} s"
+    )
     return loaded
 
 
@@ -203,17 +219,26 @@ def run(config: Config) -> dict[str, Any]:
                 result = measure(config, plan)
                 result["round"] = round_
                 measurements.append(result)
-                _say(f"round {round_ + 1}/{config.runs} {plan.name:<17} "
-                     f"{result['events_per_s']:>10,.0f} events/s  "
-                     f"peak RSS {result['rss_peak_mb']:.0f} MB  load {result['load_start']:.2f}")
+                _say(
+                    f"round {round_ + 1}/{config.runs} {plan.name:<17} "
+                    f"{result['events_per_s']:>10,.0f} events/s  "
+                    f"peak RSS {result['rss_peak_mb']:.0f} MB  load {result['load_start']:.2f}"
+                )
             latency, topic = measure_latency(
-                config.bootstrap, config.segments, config.latency_rate, config.latency_seconds,
-                {"bootstrap": config.bootstrap, "cpu": config.cpu}, _child_env(), REPO_DIR,
+                config.bootstrap,
+                config.segments,
+                config.latency_rate,
+                config.latency_seconds,
+                {"bootstrap": config.bootstrap, "cpu": config.cpu},
+                _child_env(),
+                REPO_DIR,
             )
             created.append(topic)
             latency_runs.append({**asdict(latency), "round": round_})
-            _say(f"round {round_ + 1}/{config.runs} latency at {latency.achieved_rate:,.0f}/s: "
-                 f"p50 {latency.p50_s:.3f} s, p99 {latency.p99_s:.3f} s")
+            _say(
+                f"round {round_ + 1}/{config.runs} latency at {latency.achieved_rate:,.0f}/s: "
+                f"p50 {latency.p50_s:.3f} s, p99 {latency.p99_s:.3f} s"
+            )
     finally:
         delete_topics(config.bootstrap, created)
     info = {

@@ -70,7 +70,7 @@ class RewardDistribution(_FailureModeDetector):
     ...     if detector.alarm:
     ...         print(i, detector.alarm.severity, detector.alarm.summary)
     ... # doctest: +NORMALIZE_WHITESPACE
-    4095 warning rewards pile up at 0.8 (z 9.9 > 3.7): mean 0.49 -> 0.5, std 0.29 -> 0.29;
+    4095 warning rewards pile up at 0.8 (z 10.4 > 3.7): mean 0.49 -> 0.5, std 0.29 -> 0.29;
     most frequent value 0.8 at 0.0% -> 11%
     """
 

@@ -88,6 +88,20 @@ class AlertmanagerClient:
             self._queue.append(alert)
         self._wake.set()
 
+    def adopt(self, alert: Alert) -> None:
+        """Keep re-sending a firing alert taken over from a checkpoint."""
+        self.submit(alert)
+
+    def forget(self, segments: set[tuple[str, str]]) -> None:
+        """Stop re-sending the alerts of segments another consumer now owns."""
+        with self._lock:
+            kept = [a for a in self._queue if (a.run, a.env) not in segments]
+            self._queue.clear()
+            self._queue.extend(kept)
+        for key in [k for k in list(self._firing) if k[:2] in segments]:
+            self._firing.pop(key, None)
+            self._started.pop(key, None)
+
     @property
     def queue_depth(self) -> int:
         return len(self._queue)

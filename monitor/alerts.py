@@ -167,6 +167,40 @@ class AlertTracker:
     def active(self) -> list[Alert]:
         return [a.alert for a in list(self._active.values())]
 
+    # -- checkpoints: the alerts of a partition's segments travel with its state ---------------
+    def export(self, segments: set[tuple[str, str]]) -> dict[str, Any]:
+        """Active alerts and alarm counts of these (run, env) segments."""
+        return {
+            "active": {
+                k: (a.alert, a.last_alarm_ts, a.alarms)
+                for k, a in self._active.items()
+                if k[:2] in segments
+            },
+            "alarms_total": {k: n for k, n in self.alarms_total.items() if k[:2] in segments},
+        }
+
+    def restore(self, exported: dict[str, Any]) -> None:
+        """Adopt alerts exported by :meth:`export` (a checkpoint); nothing is re-sent here:
+        the delivery client re-sends firing alerts it is told about at the next transition."""
+        for key, (alert, last_ts, alarms) in exported.get("active", {}).items():
+            self._active[key] = _Active(alert=alert, last_alarm_ts=last_ts, alarms=alarms)
+            for sink in self.sinks:
+                adopt = getattr(sink, "adopt", None)
+                if adopt is not None:
+                    adopt(alert)
+        self.alarms_total.update(exported.get("alarms_total", {}))
+
+    def forget(self, segments: set[tuple[str, str]]) -> None:
+        """Drop the alerts of segments another consumer now owns, without resolving them."""
+        for key in [k for k in self._active if k[:2] in segments]:
+            del self._active[key]
+        for key in [k for k in self.alarms_total if k[:2] in segments]:
+            del self.alarms_total[key]
+        for sink in self.sinks:
+            forget = getattr(sink, "forget", None)
+            if forget is not None:
+                forget(segments)
+
     def _emit(self, alert: Alert) -> None:
         for sink in self.sinks:
             sink.submit(alert)

@@ -154,6 +154,16 @@ class HttpSettings(BaseModel):
         return int(self.listen.rpartition(":")[2])
 
 
+class CheckpointSettings(BaseModel):
+    """Where per-partition detector state is checkpointed before offsets are committed."""
+
+    model_config = _FROZEN
+
+    store: Literal["directory", "kafka", "none"] = "directory"
+    directory: Path = Path(".rollout-monitor/checkpoints")
+    topic: str = "rl.rollouts.monitor-state"
+
+
 class LogSettings(BaseModel):
     model_config = _FROZEN
 
@@ -176,6 +186,7 @@ class Settings(BaseSettings):
     detectors: DetectorSettings = DetectorSettings()
     alertmanager: AlertmanagerSettings = AlertmanagerSettings()
     http: HttpSettings = HttpSettings()
+    checkpoint: CheckpointSettings = CheckpointSettings()
     log: LogSettings = LogSettings()
 
     @classmethod

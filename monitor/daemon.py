@@ -1,14 +1,20 @@
 """The daemon: consume rollout events from Kafka, detect, export, alert, commit.
 
-Offsets are committed only after the events they cover are fully processed. A commit:
+Offsets are committed only after the events they cover are fully processed. A commit, for the
+partitions that made progress since the last one:
 
 1. flushes the dead-letter producer, so refused messages are durable;
-2. (alerts are already handed to the delivery queue by the pipeline);
-3. commits, per partition, the offset after the last processed message.
+2. (alerts were handed to the delivery queue when they were raised);
+3. writes each partition's checkpoint (its segments' detector banks and counters, its alerts,
+   and the offset after the last processed message) to the checkpoint store, durably;
+4. commits those offsets to Kafka.
 
 It runs when ``commit_every_seconds`` has passed, on partition revoke (for the revoked
 partitions, before they are released), and on clean stop. After an unhandled failure nothing
-is committed: the events are processed again by the next consumer.
+is committed. On assignment, a partition with a checkpoint resumes from the checkpoint's
+offset with its state (the checkpoint is written before the Kafka commit, so it is never
+behind it); without one it starts fresh from the committed offset. Either way each event
+affects the state exactly once.
 """
 
 from __future__ import annotations
@@ -22,6 +28,13 @@ from types import FrameType
 
 from monitor.alertmanager import AlertmanagerClient
 from monitor.alerts import AlertsFile, AlertSink, AlertTracker
+from monitor.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    CheckpointStore,
+    DirectoryStore,
+    KafkaTopicStore,
+)
 from monitor.config import Settings
 from monitor.http import MonitorHTTPServer
 from monitor.metrics import ConsumerState, build_registry
@@ -50,6 +63,8 @@ class Daemon:
         self.dead_letter: DeadLetterSink | None = None
         self.pipeline: Pipeline | None = None
         self.http: MonitorHTTPServer | None = None
+        self.checkpoints: CheckpointStore | None = None
+        self.checkpoint_errors: dict[str, int] = {}
         # Read by the HTTP thread, written by the consumer thread: the Kafka client must only be
         # called from the consumer thread (confluent-kafka blocks other threads during consume).
         self._assigned: tuple[TopicPartition, ...] = ()
@@ -103,6 +118,9 @@ class Daemon:
             )
             stack.callback(self.dead_letter.flush, 10.0)
             self.pipeline = Pipeline(s.pipeline, s.detectors, tracker, self.dead_letter)
+            self.checkpoints = self._checkpoint_store()
+            if self.checkpoints is not None:
+                stack.callback(self.checkpoints.close)
             self.source = make_source(
                 s.kafka.backend,
                 s.kafka.bootstrap_servers,
@@ -175,6 +193,7 @@ class Daemon:
             if remaining:
                 log.error("dead-letter flush left %d messages; not committing", remaining)
                 return
+        self._save_checkpoints(offsets)
         self.source.commit(offsets)
         for tp in offsets:
             self._pending.pop(tp, None)
@@ -184,10 +203,60 @@ class Daemon:
     def _on_assign(self, partitions: list[TopicPartition]) -> None:
         log.info("assigned %s", partitions)
         self._last_refresh = 0.0  # refresh the readiness and lag at the next turn
+        assert self.source is not None
+        seeks = {}
+        for tp in partitions:
+            checkpoint = self._load_checkpoint(tp)
+            if checkpoint is not None:
+                seeks[tp] = checkpoint.next_offset
+        if seeks:
+            log.info("resuming from checkpoints at %s", seeks)
+            self.source.seek(seeks)
 
     def _on_revoke(self, partitions: list[TopicPartition]) -> None:
         log.info("revoked %s; committing their processed offsets", partitions)
         self._commit("revoke", only=partitions)
+        assert self.pipeline is not None
+        for tp in partitions:
+            self.pipeline.drop(tp)
+            self._pending.pop(tp, None)
+
+    # -- checkpoints -----------------------------------------------------------------------
+    def _checkpoint_store(self) -> CheckpointStore | None:
+        c = self.settings.checkpoint
+        if c.store == "directory":
+            return DirectoryStore(c.directory)
+        if c.store == "kafka":
+            k = self.settings.kafka
+            return KafkaTopicStore(k.bootstrap_servers, c.topic, k.client_config())
+        return None
+
+    def _save_checkpoints(self, offsets: Mapping[TopicPartition, int]) -> None:
+        if self.checkpoints is None or self.pipeline is None:
+            return
+        pipeline = self.pipeline
+        self.checkpoints.save(
+            [
+                Checkpoint(t, p, offset, pipeline.snapshot((t, p)))
+                for (t, p), offset in offsets.items()
+            ]
+        )
+
+    def _load_checkpoint(self, tp: TopicPartition) -> Checkpoint | None:
+        assert self.pipeline is not None
+        self.pipeline.drop(tp)
+        if self.checkpoints is None:
+            return None
+        try:
+            checkpoint = self.checkpoints.load(*tp)
+        except CheckpointError as exc:
+            self.checkpoint_errors[exc.reason] = self.checkpoint_errors.get(exc.reason, 0) + 1
+            log.error("%s; starting %s fresh from its committed offset", exc, tp)
+            return None
+        if checkpoint is None:
+            return None
+        self.pipeline.restore(tp, checkpoint.state)
+        return checkpoint
 
     # -- endpoints -------------------------------------------------------------------------
     def _alert_client(self) -> AlertmanagerClient | None:

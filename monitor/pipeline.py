@@ -21,9 +21,12 @@ from monitor.alerts import AlertTracker
 from monitor.config import DetectorSettings, PipelineSettings
 from monitor.dedup import RecentIds
 from monitor.events import INVALID_REASONS, InvalidEvent, RolloutEvent, decode_event
-from monitor.segments import SegmentTable
+from monitor.segments import Segment, SegmentTable
 
 log = logging.getLogger(__name__)
+
+
+PartitionKey = tuple[str, int] | None  # (topic, partition); None in replay
 
 
 class MessageLike(Protocol):
@@ -32,6 +35,12 @@ class MessageLike(Protocol):
     @property
     def value(self) -> bytes | None: ...
 
+    @property
+    def topic(self) -> str: ...
+
+    @property
+    def partition(self) -> int: ...
+
 
 class InvalidSink(Protocol):
     """Receives refused messages (the dead-letter topic, or a list in replay)."""
@@ -39,36 +48,81 @@ class InvalidSink(Protocol):
     def send(self, msg: Any, reason: str, detail: str) -> None: ...
 
 
-@dataclass
-class PipelineCounters:
-    """Plain integer counters, exported at scrape time."""
+class PartitionState:
+    """What one Kafka partition has fed: counters and the window of recent event ids.
 
-    processed: int = 0
-    duplicates: int = 0
-    batches: int = 0
-    invalid: dict[str, int] = field(default_factory=lambda: dict.fromkeys(INVALID_REASONS, 0))
-    batch_duration: Histogram = field(
-        default_factory=lambda: Histogram(
+    Checkpointed with the partition's segments, so that counts stay exact across restarts and
+    rebalances. Duplicates of an event share its key, hence its partition.
+    """
+
+    __slots__ = ("dedup", "duplicates", "invalid", "processed")
+
+    def __init__(self, dedup_window: int) -> None:
+        self.dedup = RecentIds(dedup_window)
+        self.processed = 0
+        self.duplicates = 0
+        self.invalid: dict[str, int] = dict.fromkeys(INVALID_REASONS, 0)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__slots__}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for key, value in state.items():
+            setattr(self, key, value)
+
+
+class PipelineCounters:
+    """Daemon-wide counters: sums over the partitions held, plus batch histograms."""
+
+    def __init__(self, partitions: dict[PartitionKey, PartitionState]) -> None:
+        self._partitions = partitions
+        self.batches = 0
+        self.batch_duration = Histogram(
             "rollout_monitor_batch_duration_seconds",
             "Wall time to process one micro-batch.",
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
             registry=None,
         )
-    )
-    event_age: Histogram = field(
-        default_factory=lambda: Histogram(
+        self.event_age = Histogram(
             "rollout_monitor_event_age_seconds",
             "Wall clock minus the newest event's ts when its batch was processed.",
             buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0),
             registry=None,
         )
-    )
+
+    def _states(self) -> list[PartitionState]:
+        return list(self._partitions.values())
+
+    @property
+    def processed(self) -> int:
+        return sum(p.processed for p in self._states())
+
+    @property
+    def duplicates(self) -> int:
+        return sum(p.duplicates for p in self._states())
+
+    @property
+    def invalid(self) -> dict[str, int]:
+        total = dict.fromkeys(INVALID_REASONS, 0)
+        for state in self._states():
+            for reason, n in list(state.invalid.items()):
+                total[reason] = total.get(reason, 0) + n
+        return total
 
 
 def bank_factory(settings: DetectorSettings) -> Callable[[], DetectorBank]:
     """A constructor of the per-segment detector bank for these settings."""
     config = BankConfig(arl0=settings.budget_events, enabled=settings.enabled or DEFAULT_ENABLED)
     return lambda: DetectorBank(config)
+
+
+@dataclass
+class PartitionSnapshot:
+    """Everything a partition's checkpoint holds (pickled by ``monitor.checkpoint``)."""
+
+    state: PartitionState
+    segments: list[Segment]
+    alerts: dict[str, Any] = field(default_factory=dict)
 
 
 class Pipeline:
@@ -83,20 +137,31 @@ class Pipeline:
     ) -> None:
         self.settings = pipeline
         self.segments = SegmentTable(pipeline.max_segments, bank_factory(detectors))
-        self.dedup = RecentIds(pipeline.dedup_window)
         self.tracker = tracker
         self.invalid_sink = invalid_sink
-        self.counters = PipelineCounters()
+        self.partitions: dict[PartitionKey, PartitionState] = {}
+        self.counters = PipelineCounters(self.partitions)
         self.index = 0  # position of the next message in the input
         self._newest_ts = 0.0
+
+    def partition_state(self, key: PartitionKey) -> PartitionState:
+        state = self.partitions.get(key)
+        if state is None:
+            state = self.partitions[key] = PartitionState(self.settings.dedup_window)
+        return state
 
     # -- batches ---------------------------------------------------------------------------
     def process_messages(self, messages: Sequence[MessageLike]) -> None:
         """Process one micro-batch of Kafka messages, then resolve what has healed."""
         started = time.perf_counter()
         newest = self._newest_ts
+        key: PartitionKey = None
+        state = None
         for msg in messages:
-            self.process_bytes(msg.value, msg)
+            msg_key = (msg.topic, msg.partition)
+            if msg_key != key or state is None:
+                key, state = msg_key, self.partition_state(msg_key)
+            self._process_bytes(msg.value, msg, key, state)
         self.end_batch(started)
         if self._newest_ts > newest:
             self.counters.event_age.observe(max(0.0, time.time() - self._newest_ts))
@@ -108,57 +173,92 @@ class Pipeline:
         if started is not None:
             self.counters.batch_duration.observe(time.perf_counter() - started)
 
-    # -- single messages -------------------------------------------------------------------
-    def process_bytes(self, data: bytes | None, msg: MessageLike | None = None) -> None:
-        """Decode and process one message; invalid input goes to the invalid sink."""
-        index = self.index
-        self.index = index + 1
-        if data is None:
-            self._refuse(msg, "invalid_json", "message has no value (tombstone)")
-            return
-        try:
-            event = decode_event(data, self.settings.max_message_bytes)
-        except InvalidEvent as exc:
-            self._refuse(msg, exc.reason, exc.detail)
-            return
-        self._process(event, index)
+    # -- single messages (replay) ----------------------------------------------------------
+    def process_bytes(self, data: bytes | None) -> None:
+        """Decode and process one message of a file; invalid input is counted."""
+        self._process_bytes(data, None, None, self.partition_state(None))
 
     def process_event(self, event: RolloutEvent) -> None:
         """Process an already-validated event (the Parquet replay path)."""
         index = self.index
         self.index = index + 1
-        self._process(event, index)
+        self._process(event, index, None, self.partition_state(None))
 
     def refuse(self, reason: str, detail: str) -> None:
         """Count an input record refused before decoding (replay: a bad Parquet row)."""
         self.index += 1
-        self._refuse(None, reason, detail)
+        self._refuse(None, reason, detail, self.partition_state(None))
 
-    def _process(self, event: RolloutEvent, index: int) -> None:
-        if self.dedup.seen(event.event_id):
-            self.counters.duplicates += 1
+    def _process_bytes(
+        self, data: bytes | None, msg: MessageLike | None, key: PartitionKey, state: PartitionState
+    ) -> None:
+        index = self.index
+        self.index = index + 1
+        if data is None:
+            self._refuse(msg, "invalid_json", "message has no value (tombstone)", state)
             return
-        segment = self.segments.get(event.run_id, event.env_id)
+        try:
+            event = decode_event(data, self.settings.max_message_bytes)
+        except InvalidEvent as exc:
+            self._refuse(msg, exc.reason, exc.detail, state)
+            return
+        self._process(event, index, key, state)
+
+    def _process(
+        self, event: RolloutEvent, index: int, key: PartitionKey, state: PartitionState
+    ) -> None:
+        if state.dedup.seen(event.event_id):
+            state.duplicates += 1
+            return
+        segment = self.segments.get(event.run_id, event.env_id, key)
         ts = event.ts
         segment.record(event.status, event.reward, event.completion_tokens, ts)
         if ts > self._newest_ts:
             self._newest_ts = ts
-        self.counters.processed += 1
+        state.processed += 1
         try:
             alarms = segment.bank.update(event)
         except Exception as exc:  # a detector bug must not stop the monitor
             log.exception("detector update failed on event %s", event.event_id)
-            self._refuse(None, "processing_error", f"{type(exc).__name__}: {exc}")
+            self._refuse(None, "processing_error", f"{type(exc).__name__}: {exc}", state)
             return
         if alarms:
             for alarm in alarms:
                 self.tracker.on_alarm(segment.run, segment.env, alarm, index, ts)
 
-    def _refuse(self, msg: MessageLike | None, reason: str, detail: str) -> None:
-        self.counters.invalid[reason] = self.counters.invalid.get(reason, 0) + 1
+    def _refuse(
+        self, msg: MessageLike | None, reason: str, detail: str, state: PartitionState
+    ) -> None:
+        state.invalid[reason] = state.invalid.get(reason, 0) + 1
         if self.invalid_sink is not None and msg is not None:
             self.invalid_sink.send(msg, reason, detail)
         log.debug("refused message #%d: %s: %s", self.index - 1, reason, detail)
+
+    # -- checkpoints -----------------------------------------------------------------------
+    def snapshot(self, key: PartitionKey) -> PartitionSnapshot:
+        """The state a partition has fed, for its checkpoint (shares the live objects)."""
+        segments = self.segments.of_partition(key)
+        names = {(s.run, s.env) for s in segments}
+        return PartitionSnapshot(
+            state=self.partition_state(key),
+            segments=segments,
+            alerts=self.tracker.export(names),
+        )
+
+    def restore(self, key: PartitionKey, snapshot: PartitionSnapshot) -> None:
+        """Take over a partition's state from its checkpoint."""
+        self.drop(key, forget_alerts=True)
+        self.partitions[key] = snapshot.state
+        for segment in snapshot.segments:
+            self.segments.insert(segment, key)
+        self.tracker.restore(snapshot.alerts)
+
+    def drop(self, key: PartitionKey, forget_alerts: bool = True) -> None:
+        """Forget a partition's state (it was revoked; its next owner restores it)."""
+        removed = self.segments.remove_partition(key)
+        if forget_alerts:
+            self.tracker.forget({(s.run, s.env) for s in removed})
+        self.partitions.pop(key, None)
 
     # -- lookups for the tracker -----------------------------------------------------------
     def _segment_ts(self, run: str, env: str) -> float:

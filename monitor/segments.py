@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from detectors.bank import DetectorBank
 
 OVERFLOW = ("_overflow", "_overflow")
+PartitionKey = tuple[str, int] | None
 #: Recent values kept per segment for the exported quantiles.
 WINDOW = 512
 STATUSES = ("completed", "truncated", "failed", "aborted")
@@ -23,6 +24,7 @@ class Segment:
         "length_count",
         "length_sum",
         "lengths",
+        "partition",
         "reward_count",
         "reward_sum",
         "rewards",
@@ -31,10 +33,13 @@ class Segment:
         "unscored",
     )
 
-    def __init__(self, run: str, env: str, bank: DetectorBank) -> None:
+    def __init__(
+        self, run: str, env: str, bank: DetectorBank, partition: PartitionKey = None
+    ) -> None:
         self.run = run
         self.env = env
         self.bank = bank
+        self.partition = partition
         self.events = 0
         self.status_counts = dict.fromkeys(STATUSES, 0)
         self.unscored = 0
@@ -72,11 +77,20 @@ class Segment:
             self.length_sum += length
 
 
-class SegmentTable:
-    """Segments created lazily, at most ``max_segments`` of them plus one overflow segment.
+def overflow_key(partition: PartitionKey) -> tuple[str, str]:
+    """The overflow segment of a partition (one per partition, so checkpoints stay separate)."""
+    if partition is None:
+        return OVERFLOW
+    return (OVERFLOW[0], f"{OVERFLOW[1]}-{partition[0]}-{partition[1]}")
 
-    Events of segments beyond the cap are accounted to ``OVERFLOW`` so that hostile or
-    runaway ``env_id`` values cannot grow memory or exported series without bound.
+
+class SegmentTable:
+    """Segments created lazily, at most ``max_segments`` of them plus overflow segments.
+
+    Events of segments beyond the cap are accounted to the overflow segment of their
+    partition (``run="_overflow"``), so that hostile or runaway ``env_id`` values cannot grow
+    memory or exported series without bound. Each segment remembers the Kafka partition
+    that feeds it: producers key events by ``run_id|env_id``, so a segment has one.
     """
 
     def __init__(self, max_segments: int, bank_factory: Callable[[], DetectorBank]) -> None:
@@ -85,27 +99,48 @@ class SegmentTable:
         self.max_segments = max_segments
         self._bank_factory = bank_factory
         self._segments: dict[tuple[str, str], Segment] = {}
+        self._regular = 0
         self.overflow_events = 0
 
-    def get(self, run: str, env: str) -> Segment:
+    def get(self, run: str, env: str, partition: PartitionKey = None) -> Segment:
         key = (run, env)
         segment = self._segments.get(key)
         if segment is not None:
             return segment
-        if len(self._segments) >= self.max_segments:
+        if self._regular >= self.max_segments or run == OVERFLOW[0]:
             self.overflow_events += 1
-            segment = self._segments.get(OVERFLOW)
+            key = overflow_key(partition)
+            segment = self._segments.get(key)
             if segment is not None:
                 return segment
-            key = OVERFLOW
-            run, env = OVERFLOW
-        segment = Segment(run, env, self._bank_factory())
+        else:
+            self._regular += 1
+        segment = Segment(key[0], key[1], self._bank_factory(), partition)
         self._segments[key] = segment
         return segment
 
     def lookup(self, run: str, env: str) -> Segment | None:
         """The segment if it exists; never creates one."""
         return self._segments.get((run, env))
+
+    def of_partition(self, partition: PartitionKey) -> list[Segment]:
+        return [s for s in self.snapshot() if s.partition == partition]
+
+    def insert(self, segment: Segment, partition: PartitionKey) -> None:
+        """Adopt a segment restored from a checkpoint."""
+        segment.partition = partition
+        key = (segment.run, segment.env)
+        if key not in self._segments and segment.run != OVERFLOW[0]:
+            self._regular += 1
+        self._segments[key] = segment
+
+    def remove_partition(self, partition: PartitionKey) -> list[Segment]:
+        removed = self.of_partition(partition)
+        for segment in removed:
+            del self._segments[(segment.run, segment.env)]
+            if segment.run != OVERFLOW[0]:
+                self._regular -= 1
+        return removed
 
     def snapshot(self) -> list[Segment]:
         """The segments as a list, safe to iterate while the consumer adds segments."""

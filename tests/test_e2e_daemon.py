@@ -237,17 +237,19 @@ def test_sigterm_mid_stream_then_restart_counts_every_event_once(
 ) -> None:
     topic = kafka_topic(partitions=4)
     run = f"restart-{uuid.uuid4().hex[:8]}"
-    n = produce(
-        stack.kafka_bootstrap,
-        topic,
-        generate_messages(SimulationConfig(seed=5, runs=(run,), events=60_000)),
-    )
+    messages = list(generate_messages(SimulationConfig(seed=5, runs=(run,), events=60_000)))
+    n = produce(stack.kafka_bootstrap, topic, iter(messages))
+    truth: dict[str, int] = {}
+    for _, value in messages:
+        env_id = json.loads(value)["env_id"]
+        truth[env_id] = truth.get(env_id, 0) + 1
     env = daemon_env(
         topic,
         "g-" + run,
         ROLLOUT_MONITOR_KAFKA__BACKEND=backend,
         ROLLOUT_MONITOR_PIPELINE__BATCH_MAX_EVENTS="500",
         ROLLOUT_MONITOR_PIPELINE__DEDUP_WINDOW="0",
+        ROLLOUT_MONITOR_CHECKPOINT__DIRECTORY=str(tmp_path / "checkpoints"),
     )
     first = DaemonProcess(env, "127.0.0.1:9109", tmp_path / "first.log").start()
     wait_until(
@@ -258,14 +260,18 @@ def test_sigterm_mid_stream_then_restart_counts_every_event_once(
     assert 0 < done_first < n, "the stop must land mid-stream for this test to mean anything"
     second = DaemonProcess(env, "127.0.0.1:9109", tmp_path / "second.log").start()
     try:
+        # The second daemon resumes the first one's checkpointed counters.
         wait_until(
-            lambda: daemon_processed(second) >= n - done_first,
-            timeout=120,
-            message="second daemon caught up",
+            lambda: daemon_processed(second) >= n, timeout=120, message="second daemon caught up"
         )
+        counted = {
+            env_id: second.sample("rollout_monitor_events_total", {"run": run, "env": env_id})
+            for env_id in truth
+        }
     finally:
         assert second.stop() == 0, second.log_tail()
-    assert done_first + second.processed_at_stop() == n
+    assert second.processed_at_stop() == n
+    assert counted == truth
 
 
 def daemon_processed(daemon: DaemonProcess) -> float:

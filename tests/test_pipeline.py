@@ -17,6 +17,8 @@ from monitor.pipeline import Pipeline
 @dataclass
 class Msg:
     value: bytes | None
+    topic: str = "rl.rollouts"
+    partition: int = 0
 
 
 class ListSink:
@@ -65,14 +67,38 @@ def test_duplicate_event_ids_are_dropped_and_counted() -> None:
     assert seg is not None and seg.events == 50
 
 
-def test_segment_cap_routes_overflow_to_one_segment() -> None:
+def test_segment_cap_routes_overflow_to_one_segment_per_partition() -> None:
     pipeline, _, _ = _pipeline(max_segments=3)
     events = [make_event(i, env_id=f"env-{i}") for i in range(20)]
     pipeline.process_messages([Msg(v) for v in encode(events)])
     assert len(pipeline.segments) == 4  # three real segments and the overflow segment
-    overflow = pipeline.segments.lookup("_overflow", "_overflow")
+    overflow = pipeline.segments.lookup("_overflow", "_overflow-rl.rollouts-0")
     assert overflow is not None and overflow.events == 17
     assert pipeline.segments.overflow_events == 17
+    more = [make_event(100 + i, env_id=f"more-{i}") for i in range(5)]
+    pipeline.process_messages([Msg(v, partition=1) for v in encode(more)])
+    assert len(pipeline.segments) == 5, "the cap holds; partition 1 gets its own overflow"
+
+
+def test_partition_snapshot_restores_exact_state() -> None:
+    import pickle
+
+    pipeline, _, _ = _pipeline()
+    stream = encode(healthy_stream(4000))
+    pipeline.process_messages([Msg(v, partition=2) for v in stream[:2000]])
+    snapshot = pickle.loads(pickle.dumps(pipeline.snapshot(("rl.rollouts", 2))))
+    pipeline.process_messages([Msg(v, partition=2) for v in stream[2000:]])
+    other, _, _ = _pipeline()
+    other.restore(("rl.rollouts", 2), snapshot)
+    other.process_messages([Msg(v, partition=2) for v in stream[2000:]])
+    a = pipeline.segments.lookup("run-a", "math-v2")
+    b = other.segments.lookup("run-a", "math-v2")
+    assert a is not None and b is not None
+    assert (a.events, a.reward_sum, a.status_counts) == (b.events, b.reward_sum, b.status_counts)
+    assert a.bank.detectors["reward_shift"].statistic == b.bank.detectors["reward_shift"].statistic
+    assert other.counters.processed == pipeline.counters.processed == 4000
+    other.drop(("rl.rollouts", 2))
+    assert len(other.segments) == 0 and other.counters.processed == 0
 
 
 def test_error_burst_fires_one_alert_for_the_right_segment() -> None:

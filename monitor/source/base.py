@@ -83,6 +83,14 @@ class Source(Protocol):
         """The partitions this consumer owns now."""
         ...
 
+    def seek(self, offsets: Mapping[TopicPartition, int]) -> None:
+        """Start the given partitions at these offsets instead of the committed ones.
+
+        Meant for ``on_assign``: the offsets apply when the hook returns, before any record
+        of those partitions is fetched (the daemon resumes from a checkpoint this way).
+        """
+        ...
+
     def lag(self) -> dict[TopicPartition, int]:
         """High watermark minus position per owned partition whose both ends are known.
 

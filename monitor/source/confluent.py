@@ -98,6 +98,7 @@ class ConfluentSource:
         self._lag = LagCache(self._high_watermarks, self._start_positions, lag_refresh_s)
         self._closing_errors: list[BaseException] | None = None
         self._closed = False
+        self._seeks: dict[TopicPartition, int] = {}
         config = {
             "logger": log,
             **checked_extra(extra_config, CONSUMER_OWNED_KEYS),
@@ -172,10 +173,22 @@ class ConfluentSource:
         if self._closing_errors:
             raise self._closing_errors[0]
 
-    def _assigned(self, _consumer: Consumer, partitions: list[KafkaTopicPartition]) -> None:
+    def seek(self, offsets: Mapping[TopicPartition, int]) -> None:
+        self._seeks.update(offsets)
+
+    def _assigned(self, consumer: Consumer, partitions: list[KafkaTopicPartition]) -> None:
         self._health.alive()
+        self._seeks.clear()
         if self.on_assign is not None:
             self.on_assign(sorted((tp.topic, tp.partition) for tp in partitions))
+        if self._seeks:
+            # Setting start offsets from the assign callback: assign them explicitly.
+            for tp in partitions:
+                offset = self._seeks.get((tp.topic, tp.partition))
+                if offset is not None:
+                    tp.offset = offset
+            self._seeks.clear()
+            consumer.assign(partitions)
 
     def _revoked(self, _consumer: Consumer, partitions: list[KafkaTopicPartition]) -> None:
         revoked = sorted((tp.topic, tp.partition) for tp in partitions)

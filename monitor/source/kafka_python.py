@@ -121,6 +121,7 @@ class KafkaPythonSource:
         self._connections_checked_at = -float("inf")
         self._hook_error: BaseException | None = None
         self._closing = False
+        self._seeks: dict[TopicPartition, int] = {}
         kwargs = kafka_python_kwargs(extra_config, CONSUMER_OWNED_KEYS, KAFKA_PYTHON_CONSUMER_KEYS)
         try:
             self._consumer = KafkaConsumer(
@@ -174,6 +175,9 @@ class KafkaPythonSource:
 
     def assignment(self) -> list[TopicPartition]:
         return sorted((tp.topic, tp.partition) for tp in self._consumer.assignment())
+
+    def seek(self, offsets: Mapping[TopicPartition, int]) -> None:
+        self._seeks.update(offsets)
 
     def lag(self) -> dict[TopicPartition, int]:
         return self._lag.lag(self.assignment())
@@ -272,9 +276,13 @@ class _HookListener(AsyncConsumerRebalanceListener):
 
     async def on_partitions_assigned(self, assigned: set[KafkaTopicPartition]) -> None:
         self.source._health.alive()
+        self.source._seeks.clear()
         if self.source.on_assign is not None:
             partitions = sorted((tp.topic, tp.partition) for tp in assigned)
             await self._run_hook(self.source.on_assign, partitions)
+        for (topic, partition), offset in self.source._seeks.items():
+            self.source._consumer.seek(KafkaTopicPartition(topic, partition), offset)
+        self.source._seeks.clear()
 
     def _run_hook(self, hook: RebalanceHook, partitions: list[TopicPartition]) -> Awaitable[None]:
         """A future of ``hook(partitions)`` run on its own thread, resolved on the loop.
