@@ -25,6 +25,7 @@ import json
 import os
 import statistics
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -203,12 +204,22 @@ class _Watcher(threading.Thread):
         self.last: tuple[float, int] = (0.0, 0)
         self.samples: list[tuple[float, int]] = []
         self.rss_consumed_mb = 0.0
+        self.segments = 0
+        self.counts: dict[str, int] = {}
         self.scrape: dict[str, Any] = {}
         self.error: BaseException | None = None
 
     def run(self) -> None:
         try:
             self._watch()
+            # Read before the stop: the revoke at close drops the partitions' state.
+            pipeline = self.daemon_.pipeline
+            self.segments = len(pipeline.segments)
+            self.counts = {
+                "invalid": sum(pipeline.counters.invalid.values()),
+                "duplicates": pipeline.counters.duplicates,
+                "batches": pipeline.counters.batches,
+            }
             self.rss_consumed_mb = peak_rss_mb()
             self.scrape = self._scrape()
         except BaseException as exc:
@@ -270,7 +281,7 @@ def _kafka_settings_class(librdkafka: dict[str, Any]) -> Any:
     return TunedKafkaSettings
 
 
-def _settings(spec: Spec) -> Any:
+def _settings(spec: Spec, state_dir: str) -> Any:
     from monitor.config import (
         AlertmanagerSettings,
         HttpSettings,
@@ -278,7 +289,12 @@ def _settings(spec: Spec) -> Any:
         Settings,
     )
 
+    optional: dict[str, Any] = {}
+    if "checkpoint" in Settings.model_fields:
+        # Keep the default store, but out of the working directory.
+        optional["checkpoint"] = {"directory": state_dir}
     return Settings(
+        **optional,
         kafka=_kafka_settings_class(spec.librdkafka)(
             backend=spec.backend,
             bootstrap_servers=spec.bootstrap,
@@ -299,11 +315,12 @@ def run_daemon(spec: Spec) -> Result:
     from monitor.daemon import Daemon
 
     rss_start, load_start = rss_mb(), os.getloadavg()[0]
-    daemon = Daemon(_settings(spec))
-    watcher = _Watcher(daemon, spec)
-    watcher.start()
-    daemon.run()
-    watcher.join()
+    with tempfile.TemporaryDirectory(prefix="bench-state-") as state_dir:
+        daemon = Daemon(_settings(spec, state_dir))
+        watcher = _Watcher(daemon, spec)
+        watcher.start()
+        daemon.run()
+        watcher.join()
     if watcher.error is not None:
         raise watcher.error
     if watcher.first is None:
@@ -316,9 +333,9 @@ def run_daemon(spec: Spec) -> Result:
         **watcher.scrape,
         "rss_after_consume_mb": watcher.rss_consumed_mb,
         "overflow_events": pipeline.segments.overflow_events,
+        "checkpoint_store": getattr(getattr(daemon.settings, "checkpoint", None), "store", None),
         "alarms": sum(pipeline.tracker.alarms_total.values()),
-        "invalid": sum(pipeline.counters.invalid.values()),
-        "batches": pipeline.counters.batches,
+        **watcher.counts,
     }
     if spec.latency_samples:
         np.save(spec.latency_samples, np.array(watcher.samples, dtype=float))
@@ -332,7 +349,7 @@ def run_daemon(spec: Spec) -> Result:
         peak_rss_mb(),
         load_start,
         os.getloadavg()[0],
-        len(pipeline.segments),
+        watcher.segments,
         extra,
     )
 

@@ -6,6 +6,7 @@ import glob
 import os
 import platform
 import statistics
+import subprocess
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
@@ -54,11 +55,25 @@ def environment(repo_dir: Path) -> dict[str, Any]:
         Path(jars[-1]).stem.removeprefix("kafka_2.13-") if jars else "unknown"
     )
     return {
+        "git": _git_state(repo_dir),
         "cores": os.cpu_count(),
         "cpu_model": _cpu_model(),
         "platform": platform.platform(),
         "versions": versions,
     }
+
+
+def _git_state(repo_dir: Path) -> dict[str, Any]:
+    """The commit measured and whether the working tree had changes (read-only git calls)."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(
+            ["git", "-C", str(repo_dir), *args], capture_output=True, text=True, check=False
+        )
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": git("rev-parse", "HEAD") or None, "modified_files": len(status.splitlines())}
 
 
 def _cpu_model() -> str:

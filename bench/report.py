@@ -250,4 +250,36 @@ def render(results: dict[str, Any]) -> str:
     lines.append("")
     lines += _faults(results)
     lines += _mean_shift(results)
+    if results.get("notes"):
+        lines += ["## Notes", ""]
+        lines += [f"- {note}" for note in results["notes"]]
+        lines.append("")
+    lines += _METHOD
     return "\n".join(lines).rstrip() + "\n"
+
+
+_METHOD = [
+    "## How the streams are made",
+    "",
+    "`bench/scenarios.py` draws each segment with numpy and yields `monitor.events."
+    "RolloutEvent` objects, the type the daemon hands to the detectors. Every segment, clean "
+    "or not, has: GRPO groups (8 episodes, 16 in `grouped`) of one task at one policy "
+    "version, emitted interleaved with the neighbouring groups; 2 048 tasks with a fixed "
+    "difficulty (so some groups are all-0 or all-1); three environment kinds (`math`: "
+    "0.9 x correct + 0.1 x format; `code`: share of 4-20 unit tests passed; `tool`: 0.8 x a "
+    "continuous task score + 0.2 x efficiency, with turns and tool calls, 3% of calls "
+    "failing); log-normal completion lengths with about 1% cut at the token limit (scored "
+    "0, every component 0); 0.6-0.9% failed episodes (`reward: null`, `error` set) and 0.05% "
+    "aborted; a block of 64 eval episodes every 2 500; 15% of training answers are one of two "
+    "canonical answers of their task, which a deterministic verifier always scores the same; "
+    "policy versions that advance every 11 groups with the trainer 0-2 versions ahead; "
+    "event rates of 0.5, 5 or 50 per second by seed, in bursts. A faulted stream equals the "
+    "clean stream of the same seed before the onset.",
+    "",
+    "Counting: a false alarm is any alarm on a clean segment (warm-ups included in the "
+    "events); 'per million' divides by all clean events of all segments, i.e. it is the rate "
+    "per segment. The 95% upper bound is the one-sided Poisson bound. In a fault trial the "
+    "delay counts the events of the segment from the onset to the first alarm of the target "
+    "id at or after it; alarms of the target before the onset are reported as false alarms.",
+    "",
+]

@@ -11,19 +11,46 @@ from typing import Any
 
 from detectors._base import _Base, _FailureModeDetector, check_param
 from detectors.alarm import Alarm
+from detectors.component_imbalance import ComponentImbalance
 from detectors.error_rate import ErrorRate
+from detectors.feature_drift import FeatureDrift
+from detectors.group_invariant import GroupInvariant
+from detectors.invalid_reward import InvalidReward
 from detectors.length_anomaly import LengthAnomaly
 from detectors.masked_failure import MaskedFailure
+from detectors.policy_staleness import PolicyStaleness
 from detectors.protocol import EventLike
+from detectors.reward_distribution import RewardDistribution
+from detectors.reward_hacking import RewardHacking
 from detectors.reward_shift import RewardShift
+from detectors.tool_failure_rate import ToolFailureRate
 from detectors.truncation_rate import TruncationRate
+from detectors.verifier_flakiness import VerifierFlakiness
+from detectors.zero_variance_groups import ZeroVarianceGroups
 
 __all__ = ["DEFAULT_ENABLED", "DETECTORS", "BankConfig", "DetectorBank"]
 
-#: Failure-mode detector classes by detector id (the ``detector`` label of alerts).
+#: Failure-mode detector classes by detector id (the ``detector`` label of alerts), in the
+#: order of the failure-mode catalogue. ``silence`` is a Prometheus rule, not a detector.
 DETECTORS: dict[str, type[_FailureModeDetector]] = {
     cls.detector_id: cls
-    for cls in (ErrorRate, MaskedFailure, RewardShift, LengthAnomaly, TruncationRate)
+    for cls in (
+        ErrorRate,
+        MaskedFailure,
+        InvalidReward,
+        RewardShift,
+        RewardDistribution,
+        LengthAnomaly,
+        TruncationRate,
+        ZeroVarianceGroups,
+        GroupInvariant,
+        RewardHacking,
+        ComponentImbalance,
+        PolicyStaleness,
+        VerifierFlakiness,
+        ToolFailureRate,
+        FeatureDrift,
+    )
 }
 DEFAULT_ENABLED: tuple[str, ...] = tuple(DETECTORS)
 
@@ -40,7 +67,8 @@ class BankConfig:
         False-alarm budget of the whole bank: expected events between false alarms of any of
         its detectors, per segment. It is shared family-wise (Bonferroni): each of the ``n``
         enabled detectors that has a budget gets ``arl0 * n``, so their false-alarm rates sum
-        to at most ``1 / arl0``. Exact invariants (``masked_failure``) spend no budget.
+        to at most ``1 / arl0``. Exact invariants (``masked_failure``, ``group_invariant``)
+        spend no budget.
     enabled
         Detector ids to run, from :data:`DETECTORS`.
     overrides
@@ -53,11 +81,11 @@ class BankConfig:
     ...                     overrides={"error_rate": {"window": 1000}})
     >>> config.detector_arl0
     2000000.0
-    >>> BankConfig(enabled=("error_rate", "nope"))
+    >>> BankConfig(enabled=("error_rate", "nope"))  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    ValueError: enabled must be detector ids from ('error_rate', 'masked_failure', \
-'reward_shift', 'length_anomaly', 'truncation_rate') without repeats, got ('error_rate', 'nope')
+    ValueError: enabled must be detector ids from ('error_rate', ...) without repeats, got \
+('error_rate', 'nope')
     """
 
     arl0: float = 1_000_000
@@ -125,22 +153,24 @@ class DetectorBank(_Base):
     >>> import random
     >>> from types import SimpleNamespace
     >>> from detectors.bank import BankConfig, DetectorBank
+    >>> from detectors.protocol import EVENT_FIELDS
     >>> rng = random.Random(1)
     >>> def episode(i):
     ...     failed = rng.random() < (0.3 if i >= 2000 else 0.01)
-    ...     error = SimpleNamespace(type="Timeout", where="verifier") if failed else None
-    ...     return SimpleNamespace(
-    ...         status="failed" if failed else "completed", error=error, phase="train",
-    ...         reward=None if failed else float(rng.random() < 0.5), timings=None,
-    ...         stop_reason="stop", completion_tokens=700 + rng.randrange(200),
-    ...         max_completion_tokens=4096, num_turns=1, max_turns=None)
+    ...     fields = dict.fromkeys(EVENT_FIELDS)  # every field unset, then the ones sent
+    ...     fields.update(
+    ...         ts=float(i), status="failed" if failed else "completed", phase="train",
+    ...         error=SimpleNamespace(type="Timeout", where="verifier") if failed else None,
+    ...         reward=None if failed else float(rng.random() < 0.5), stop_reason="stop",
+    ...         completion_tokens=700 + rng.randrange(200), max_completion_tokens=4096)
+    ...     return SimpleNamespace(**fields)
     >>> bank = DetectorBank(BankConfig())
     >>> for i in range(4000):
     ...     for alarm in bank.update(episode(i)):
     ...         print(i, alarm.detector, alarm.severity)
-    2163 error_rate page
-    >>> sorted(bank.detectors)
-    ['error_rate', 'length_anomaly', 'masked_failure', 'reward_shift', 'truncation_rate']
+    2166 error_rate page
+    >>> len(bank.detectors), bank.config.detector_arl0
+    (15, 13000000.0)
     """
 
     __slots__ = ("_by_id", "_detectors", "config")

@@ -20,9 +20,10 @@ class BernoulliCUSUM(_Base):
 
     The baseline rate ``p0`` is the share of positives among the first ``warmup``
     observations; afterwards it keeps tracking the stream with exponential weights (half-life
-    ``baseline_halflife`` observations), so a slow drift is absorbed. It is clipped to
-    ``[min_rate, 1 - min_rate]``: rates closer to 0 or 1 than ``min_rate`` count as that
-    close, so changes below that resolution are not chased. The alternative ``p1`` has
+    ``baseline_halflife`` observations), so a slow drift is absorbed. A baseline below
+    ``min_rate`` counts as ``min_rate`` (changes below that resolution are not chased), and
+    a baseline of ``1 - min_rate`` or more leaves nothing to detect: the test pauses until
+    the baseline comes down. The alternative ``p1`` has
     ``odds_ratio`` times the odds of ``p0``. Each observation adds its log-likelihood ratio,
     ``log(p1 / p0)`` for a positive and ``log((1 - p1) / (1 - p0))`` for a negative, to
     ``S = max(0, S + llr)``; a change is detected when ``S`` exceeds ``h = log(arl0)``.
@@ -185,7 +186,12 @@ class BernoulliCUSUM(_Base):
             self._since = since
 
     def _refresh(self) -> None:
-        p0 = min(max(self._p, self.min_rate), 1.0 - self.min_rate)
+        p0 = max(self._p, self.min_rate)
+        if p0 >= 1.0 - self.min_rate:  # saturated: no rise left to detect
+            self._llr1 = 0.0
+            self._llr0 = -1.0
+            self._since = 0
+            return
         odds = self.odds_ratio * p0 / (1.0 - p0)
         p1 = odds / (1.0 + odds)
         self._llr1 = math.log(p1 / p0)

@@ -277,9 +277,11 @@ class ComponentImbalance(_FailureModeDetector):
             if cusum.warming_up or cusum.drift_detected:
                 continue
             margin = self.k * std
-            if kind == "saturated" and cusum.baseline_mean >= mean - margin:
-                del self._episodes[name]
-            elif kind == "dominates" and cusum.baseline_mean <= mean + margin:
+            if kind == "saturated":
+                back = cusum.baseline_mean >= mean - margin
+            else:
+                back = cusum.baseline_mean <= mean + margin
+            if back:
                 del self._episodes[name]
 
     @property

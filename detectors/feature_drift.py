@@ -182,14 +182,14 @@ class FeatureDrift(_FailureModeDetector):
         if metrics:
             tests = self._metric_tests
             for key, value in metrics.items():
-                test = tests.get(key)
-                if test is None:
+                known = tests.get(key)
+                if known is None:
                     if not self.metrics or len(self._tests) + len(tests) >= self.max_fields:
                         continue
-                    test = tests[key] = self._test()
-                test.update(value)
-                if test._drift:
-                    changed.append((f"metrics.{key}", test))
+                    known = tests[key] = self._test()
+                known.update(value)
+                if known._drift:
+                    changed.append((f"metrics.{key}", known))
         if changed:
             self._raise(changed)
 

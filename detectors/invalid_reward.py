@@ -159,7 +159,7 @@ class InvalidReward(_FailureModeDetector):
         if event.status != "completed" or event.phase == "eval":
             return
         if low is not None or high is not None:
-            at_bound = reward == low or reward == high
+            at_bound = reward in (low, high)
             bound = self._bound
             bound.update(at_bound)
             if bound._drift:
@@ -238,4 +238,3 @@ class InvalidReward(_FailureModeDetector):
     @property
     def threshold(self) -> float:
         return self._bound.threshold
-

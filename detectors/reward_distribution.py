@@ -74,7 +74,7 @@ class RewardDistribution(_FailureModeDetector):
     most frequent value 0.8 at 0.0% -> 11%
     """
 
-    __slots__ = ("_ks", "_mass", "_changed", "_z", "arl0", "block", "every", "reference", "window")
+    __slots__ = ("_changed", "_ks", "_mass", "_z", "arl0", "block", "every", "reference", "window")
 
     detector_id: ClassVar[str] = "reward_distribution"
     severity: ClassVar[Severity] = "warning"

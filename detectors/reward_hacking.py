@@ -303,8 +303,7 @@ class RewardHacking(_FailureModeDetector):
             return False
         self._raise(
             f"component:{name}",
-            f"reward component '{name}' rose from {rise[1]:.3g} to about {rise[2]:.3g} "
-            f"while {how}",
+            f"reward component '{name}' rose from {rise[1]:.3g} to about {rise[2]:.3g} while {how}",
         )
         return True
 
@@ -332,10 +331,8 @@ class RewardHacking(_FailureModeDetector):
         if self._ref is None:
             return False
         signal, mean, std = self._ref
-        if signal == "reward":
-            cusum = self._reward
-        else:
-            cusum = self._components[signal.partition(":")[2]]
+        name = signal.partition(":")[2]
+        cusum = self._reward if signal == "reward" else self._components[name]
         if cusum.warming_up or cusum._drift:
             return True
         return cusum.baseline_mean > mean + self.k * std

@@ -98,7 +98,9 @@ class VerifierFlakiness(_FailureModeDetector):
         min_samples: int = 20,
         arl0: float = 1_000_000,
     ) -> None:
-        check_param(isinstance(capacity, int) and capacity >= 1, "capacity", "an int >= 1", capacity)
+        check_param(
+            isinstance(capacity, int) and capacity >= 1, "capacity", "an int >= 1", capacity
+        )
         check_param(
             tolerance >= 0 and math.isfinite(tolerance), "tolerance", "a number >= 0", tolerance
         )

@@ -64,7 +64,8 @@ class Daemon:
         self.pipeline: Pipeline | None = None
         self.http: MonitorHTTPServer | None = None
         self.checkpoints: CheckpointStore | None = None
-        self.checkpoint_errors: dict[str, int] = {}
+        self.checkpoint_load_failures = 0
+        self.checkpoints_saved = 0
         # Read by the HTTP thread, written by the consumer thread: the Kafka client must only be
         # called from the consumer thread (confluent-kafka blocks other threads during consume).
         self._assigned: tuple[TopicPartition, ...] = ()
@@ -241,6 +242,7 @@ class Daemon:
                 for (t, p), offset in offsets.items()
             ]
         )
+        self.checkpoints_saved += len(offsets)
 
     def _load_checkpoint(self, tp: TopicPartition) -> Checkpoint | None:
         assert self.pipeline is not None
@@ -250,7 +252,7 @@ class Daemon:
         try:
             checkpoint = self.checkpoints.load(*tp)
         except CheckpointError as exc:
-            self.checkpoint_errors[exc.reason] = self.checkpoint_errors.get(exc.reason, 0) + 1
+            self.checkpoint_load_failures += 1
             log.error("%s; starting %s fresh from its committed offset", exc, tp)
             return None
         if checkpoint is None:
@@ -285,6 +287,9 @@ class Daemon:
             lag=lambda: self._lag,
             ready=lambda: self.readiness()[0],
             dead_letter_failures=lambda: dead_letter.failures if dead_letter else 0,
+            assigned_partitions=lambda: len(self._assigned),
+            checkpoint_load_failures=lambda: self.checkpoint_load_failures,
+            checkpoints_saved=lambda: self.checkpoints_saved,
         )
         registry = build_registry(self.pipeline, consumer, client)
         h = self.settings.http

@@ -166,6 +166,9 @@ class ConsumerState:
     lag: Callable[[], Mapping[tuple[str, int], int]] = dict
     ready: Callable[[], bool] = lambda: False
     dead_letter_failures: Callable[[], int] = lambda: 0
+    assigned_partitions: Callable[[], int] = lambda: 0
+    checkpoint_load_failures: Callable[[], int] = lambda: 0
+    checkpoints_saved: Callable[[], int] = lambda: 0
 
 
 class PipelineCollector(Collector):
@@ -223,6 +226,21 @@ class PipelineCollector(Collector):
         for (topic, partition), n in sorted(self.consumer.lag().items()):
             lag.add_metric([topic, str(partition)], n)
         yield lag
+        yield GaugeMetricFamily(
+            "rollout_monitor_assigned_partitions",
+            "Kafka partitions this daemon owns.",
+            value=self.consumer.assigned_partitions(),
+        )
+        yield CounterMetricFamily(
+            "rollout_monitor_checkpoints_saved",
+            "Partition checkpoints written.",
+            value=self.consumer.checkpoints_saved(),
+        )
+        yield CounterMetricFamily(
+            "rollout_monitor_checkpoint_load_failures",
+            "Checkpoints refused on load (corrupted, other version); the partition started fresh.",
+            value=self.consumer.checkpoint_load_failures(),
+        )
         yield GaugeMetricFamily(
             "rollout_monitor_ready",
             "1 when partitions are assigned and the broker is reachable.",

@@ -69,6 +69,15 @@ class DaemonProcess:
                     total += s.value
         return total
 
+    def sample_labels(self, name: str) -> list[dict[str, str]]:
+        """The label sets of the samples called ``name``."""
+        return [
+            dict(s.labels)
+            for family in text_string_to_metric_families(self.metrics_text())
+            for s in family.samples
+            if s.name == name
+        ]
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
         assert self.proc is not None
         if self.proc.poll() is None:

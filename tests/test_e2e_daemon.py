@@ -29,7 +29,10 @@ SCRAPED_LISTEN = "127.0.0.1:9108"
 
 
 def produce(bootstrap: str, topic: str, messages: Iterator[tuple[bytes, bytes]]) -> int:
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+    # Idempotence keeps each partition in production order even when a send is retried.
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": True}
+    )
     n = 0
     for key, value in messages:
         while True:

@@ -274,8 +274,8 @@ def corpus_batches(n: int, seed: int, size: int = 1000) -> Iterator[list[RawMess
 CORPUS_SIZE = 100_000
 #: Bounds for the 100,000-message corpus, above the memory held before it. Retained: the
 #: duplicate window (100,000 short ids), at most 1,000 segments with their detector banks,
-#: and the alert tracker; measured about 60 MiB. Peak: that plus one message in flight
-#: (10 MiB, or a 900 Ki-character string being encoded as JSON); measured about 95 MiB.
+#: and the alert tracker; measured 64 MiB (345 segments). Peak: that plus one message in flight
+#: (10 MiB, or a 900 Ki-character string being encoded as JSON); measured 107 MiB.
 RETAINED_BOUND = 128 * MiB
 PEAK_BOUND = 192 * MiB
 
@@ -297,7 +297,8 @@ def test_corpus_of_100k_hostile_messages_is_accounted_for_in_bounded_memory() ->
     c = pipeline.counters
     assert c.processed > 0.2 * CORPUS_SIZE
     assert c.invalid["too_large"] >= 3, "the three 10 MiB messages are refused as too_large"
-    assert c.duplicates == 0, "every corpus message has its own event_id"
+    # Ids are unique, but a flipped or deleted byte can turn one id into another's.
+    assert c.duplicates < 0.001 * CORPUS_SIZE
     assert len(pipeline.segments) <= pipeline.settings.max_segments + 1, "one partition"
     retained, peak_growth = after - before, peak - before
     print(
@@ -385,7 +386,7 @@ def test_daemon_accounts_for_every_corpus_message_on_the_broker(
         )
         assert accounted() == len(values)
         assert daemon.sample("rollout_monitor_invalid_events_total", {"reason": "too_large"}) >= 1
-        assert daemon.sample("rollout_monitor_duplicate_events_total") == 0
+        assert daemon.sample("rollout_monitor_duplicate_events_total") < 0.001 * len(values)
         assert daemon.proc is not None and daemon.proc.poll() is None, daemon.log_tail()
         assert http_problem(daemon.url + "/readyz") is None, "the daemon is still ready"
     finally:

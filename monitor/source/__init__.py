@@ -67,8 +67,12 @@ def make_source(
     _check_backend(backend)
     cls = ConfluentSource if backend == "confluent" else KafkaPythonSource
     return cls(
-        bootstrap_servers, topics, group_id,
-        on_assign=on_assign, on_revoke=on_revoke, extra_config=extra_config,
+        bootstrap_servers,
+        topics,
+        group_id,
+        on_assign=on_assign,
+        on_revoke=on_revoke,
+        extra_config=extra_config,
     )
 
 

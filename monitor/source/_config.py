@@ -23,9 +23,7 @@ CONSUMER_OWNED_KEYS = frozenset(
 PRODUCER_OWNED_KEYS = frozenset({"bootstrap.servers", "error_cb"})
 
 
-def checked_extra(
-    extra_config: Mapping[str, Any] | None, owned: frozenset[str]
-) -> dict[str, Any]:
+def checked_extra(extra_config: Mapping[str, Any] | None, owned: frozenset[str]) -> dict[str, Any]:
     """A copy of ``extra_config``; raises :class:`SourceError` for a key the client owns."""
     extra = dict(extra_config or {})
     for key in sorted(extra):

@@ -55,6 +55,5 @@ class Reachability:
     def reachable(self) -> bool:
         now = self.clock()
         return (
-            self._last_alive >= self._last_trouble
-            and now - self._last_alive <= self.stale_after_s
+            self._last_alive >= self._last_trouble and now - self._last_alive <= self.stale_after_s
         )

@@ -114,7 +114,9 @@ class ConfluentSource:
         try:
             self._consumer = Consumer(config)
             self._consumer.subscribe(
-                self.topics, on_assign=self._assigned, on_revoke=self._revoked,
+                self.topics,
+                on_assign=self._assigned,
+                on_revoke=self._revoked,
                 on_lost=self._revoked,
             )
         except KafkaException as exc:
@@ -340,8 +342,11 @@ class ConfluentDeadLetterSink:
             self._failed(msg, f"local queue full: {exc}")
 
     def _produce_waiting_for_room(
-        self, value: bytes | None, key: bytes | None,
-        headers: list[tuple[str, str | bytes | None]], on_delivery: Any,
+        self,
+        value: bytes | None,
+        key: bytes | None,
+        headers: list[tuple[str, str | bytes | None]],
+        on_delivery: Any,
     ) -> None:
         deadline = time.monotonic() + _QUEUE_FULL_WAIT_S
         while True:
@@ -356,8 +361,13 @@ class ConfluentDeadLetterSink:
                 self._producer.poll(0.1)
 
     def _delivered(
-        self, msg: RawMessage, reason: str, detail: str, truncated: bool,
-        error: KafkaError | None, _record: Message,
+        self,
+        msg: RawMessage,
+        reason: str,
+        detail: str,
+        truncated: bool,
+        error: KafkaError | None,
+        _record: Message,
     ) -> None:
         if error is None:
             return
@@ -375,7 +385,10 @@ class ConfluentDeadLetterSink:
         self._failures += 1
         log.error(
             "dead-letter record for %s[%d]@%d not delivered: %s",
-            msg.topic, msg.partition, msg.offset, why,
+            msg.topic,
+            msg.partition,
+            msg.offset,
+            why,
         )
 
     def _on_error(self, error: KafkaError) -> None:
@@ -410,8 +423,7 @@ def _headers(headers: Any) -> tuple[tuple[str, bytes], ...]:
         return ()
     pairs = headers.items() if isinstance(headers, dict) else headers
     return tuple(
-        (name, value.encode() if isinstance(value, str) else value or b"")
-        for name, value in pairs
+        (name, value.encode() if isinstance(value, str) else value or b"") for name, value in pairs
     )
 
 

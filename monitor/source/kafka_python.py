@@ -452,7 +452,10 @@ class KafkaPythonDeadLetterSink:
             self._failures += 1
         log.error(
             "dead-letter record for %s[%d]@%d not delivered: %s",
-            msg.topic, msg.partition, msg.offset, why,
+            msg.topic,
+            msg.partition,
+            msg.offset,
+            why,
         )
 
 
