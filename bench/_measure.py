@@ -205,7 +205,7 @@ class _Watcher(threading.Thread):
         self.samples: list[tuple[float, int]] = []
         self.rss_consumed_mb = 0.0
         self.segments = 0
-        self.counts: dict[str, int] = {}
+        self.counts: dict[str, Any] = {}
         self.scrape: dict[str, Any] = {}
         self.error: BaseException | None = None
 
@@ -219,6 +219,11 @@ class _Watcher(threading.Thread):
                 "invalid": sum(pipeline.counters.invalid.values()),
                 "duplicates": pipeline.counters.duplicates,
                 "batches": pipeline.counters.batches,
+                "detectors": sorted(
+                    next(iter(pipeline.segments.snapshot())).bank.detectors
+                    if len(pipeline.segments)
+                    else []
+                ),
             }
             self.rss_consumed_mb = peak_rss_mb()
             self.scrape = self._scrape()

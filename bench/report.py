@@ -268,7 +268,7 @@ _METHOD = [
     "difficulty (so some groups are all-0 or all-1); three environment kinds (`math`: "
     "0.9 x correct + 0.1 x format; `code`: share of 4-20 unit tests passed; `tool`: 0.8 x a "
     "continuous task score + 0.2 x efficiency, with turns and tool calls, 3% of calls "
-    "failing); log-normal completion lengths with about 1% cut at the token limit (scored "
+    "failing); log-normal completion lengths with 0.5-1% cut at the token limit (scored "
     "0, every component 0); 0.6-0.9% failed episodes (`reward: null`, `error` set) and 0.05% "
     "aborted; a block of 64 eval episodes every 2 500; 15% of training answers are one of two "
     "canonical answers of their task, which a deterministic verifier always scores the same; "

@@ -366,7 +366,7 @@ def _layout(s: Stream) -> None:
     eval_task = rng.integers(0, EVAL_TASKS, n)
     s.task = np.where(s.is_eval, eval_task, g_task[np.maximum(s.group, 0)])
     s.group_effect = np.where(s.is_eval, 0.0, g_effect[np.maximum(s.group, 0)])
-    pv = np.where(s.is_eval, 0, g_pv[np.maximum(s.group, 0)])
+    pv = np.where(s.is_eval, g_pv[0], g_pv[np.maximum(s.group, 0)])
     # eval episodes run on the newest weights so far
     s.policy_version = np.where(s.is_eval, np.maximum.accumulate(pv), pv)
     s.staleness = np.searchsorted([0.55, 0.9], rng.random(n))  # 0, 1 or 2 versions behind

@@ -9,7 +9,7 @@ import numpy as np
 
 from detectors._base import _Base, check_param
 
-__all__ = ["BatchKS", "design_effect", "ks_critical_value", "ks_statistic"]
+__all__ = ["BatchKS", "compare_windows", "design_effect", "ks_critical_value", "ks_statistic"]
 
 #: Weight of the newest estimate in the running design effect.
 _DEFF_WEIGHT = 0.25
@@ -65,31 +65,46 @@ def design_effect(values: np.ndarray, block: int, median: float | None = None) -
     >>> round(design_effect(rng.standard_normal(1024), 16), 1)  # independent
     1.2
     """
-    k = len(values) // block
+    n = len(values)
+    k = n // block
     if k < 2:
         return 1.0
     if median is None:
         median = float(np.median(values))
     above = values > median
-    share = float(above.mean())
+    share = float(np.count_nonzero(above)) / n
     at_or_above = values >= median
-    share_ge = float(at_or_above.mean())
+    share_ge = float(np.count_nonzero(at_or_above)) / n
     if abs(share_ge - 0.5) < abs(share - 0.5):
         above, share = at_or_above, share_ge
     total = share * (1.0 - share)
     if total <= 0.0:
         return 1.0
-    means = above[: k * block].reshape(k, block).mean(axis=1)
-    steps = np.diff(means)
+    steps = np.diff(above[: k * block].reshape(k, block).sum(axis=1)) / block
     variance = float(steps @ steps) / (2.0 * len(steps))
     return min(max(variance * block / total, 1.0), float(block))
+
+
+def compare_windows(
+    reference: np.ndarray, current: np.ndarray, block: int, running: float
+) -> tuple[float, float, float]:
+    """KS distance of two windows, the design effect to use, and the updated running one.
+
+    The design effect of ``reference`` (:func:`design_effect`) updates the running average
+    ``running`` (0: none yet); the larger of the two is the one to use.
+    """
+    ref_sorted = np.sort(reference)
+    d = ks_statistic(ref_sorted, np.sort(current))
+    deff = design_effect(reference, block, float(ref_sorted[len(ref_sorted) // 2]))
+    running = deff if running == 0.0 else running + _DEFF_WEIGHT * (deff - running)
+    return d, max(deff, running), running
 
 
 class BatchKS(_Base):
     """Compares the last ``window`` values with the ``reference`` values before them.
 
-    Values go into a ring buffer of ``reference + window`` floats; every ``every`` values (once
-    the ring is full) the two-sample Kolmogorov-Smirnov distance ``D`` between the older
+    Values go into a ring buffer of ``reference + window`` floats (allocated as it fills);
+    every ``every`` values (once the ring is full) the two-sample Kolmogorov-Smirnov distance ``D`` between the older
     ``reference`` values and the newer ``window`` values is computed. The reference slides
     with the stream, so a slow drift (healthy learning) moves both windows together and only
     a change faster than the window span shows up.
@@ -149,12 +164,11 @@ class BatchKS(_Base):
 
     __slots__ = (
         "_active",
-        "_count",
         "_crit",
         "_d",
         "_deff",
         "_drift",
-        "_n",
+        "_left",
         "_pos",
         "_ring",
         "_scale",
@@ -214,10 +228,9 @@ class BatchKS(_Base):
 
     def _restart(self) -> None:
         """Empty the windows (after a detection); the change stays active."""
-        self._ring = array("d", bytes(8 * self._size))
+        self._ring = array("d")  # grows to ``reference + window`` values, then wraps
         self._pos = 0
-        self._n = 0
-        self._count = 0
+        self._left = self._size  # values until the next test: the ring fills first
         self._d = 0.0
         self._deff = 0.0
         self._crit = self._x * self._scale
@@ -226,48 +239,44 @@ class BatchKS(_Base):
 
     def update(self, x: float) -> None:
         """Feed one value."""
-        if self._drift:
-            self._restart()
-        elif self._tested:
-            self._tested = False
+        if self._tested:
+            if self._drift:
+                self._restart()
+            else:
+                self._tested = False
         pos = self._pos
-        self._ring[pos] = x
+        ring = self._ring
+        if pos < len(ring):
+            ring[pos] = x
+        else:
+            ring.append(x)
         pos += 1
-        self._pos = 0 if pos == self._size else pos
-        count = self._count + 1
-        n = self._n
-        if n < self._size:
-            self._n = n = n + 1
-        if count < self.every or n < self._size:
-            self._count = count
+        self._pos = pos if pos < self._size else 0
+        left = self._left - 1
+        if left:
+            self._left = left
             return
-        self._count = 0
+        self._left = self.every
         self._test()
 
     def _test(self) -> None:
         reference, current = self.windows()
-        ref_sorted = np.sort(reference)
-        d = ks_statistic(ref_sorted, np.sort(current))
-        deff = design_effect(reference, self.block, float(ref_sorted[len(ref_sorted) // 2]))
-        running = self._deff
-        self._deff = deff if running == 0.0 else running + _DEFF_WEIGHT * (deff - running)
-        crit = self._x * self._scale * math.sqrt(max(deff, self._deff))
+        d, deff, self._deff = compare_windows(reference, current, self.block, self._deff)
+        crit = self._x * self._scale * math.sqrt(deff)
         self._d = d
         self._crit = crit
         self._tested = True
-        if d > crit:
-            self._drift = True
-            self._active = True
-        else:
-            self._active = False
+        self._drift = self._active = d > crit
 
     def windows(self) -> tuple[np.ndarray, np.ndarray]:
-        """The reference and current windows, oldest value first (copies)."""
+        """The reference and current windows of the ring, oldest value first (copies).
+
+        Before the ring is full the reference holds what there is.
+        """
         ring = np.frombuffer(self._ring, dtype=np.float64)
         pos = self._pos
-        values = np.concatenate((ring[pos : self._n], ring[:pos]))
-        split = len(values) - self.window
-        return values[: max(split, 0)], values[max(split, 0) :]
+        values = np.concatenate((ring[pos:], ring[:pos]))
+        return values[: self.reference], values[self.reference :]
 
     @property
     def drift_detected(self) -> bool:

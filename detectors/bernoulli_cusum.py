@@ -23,19 +23,30 @@ class BernoulliCUSUM(_Base):
     ``baseline_halflife`` observations), so a slow drift is absorbed. A baseline below
     ``min_rate`` counts as ``min_rate`` (changes below that resolution are not chased), and
     a baseline of ``1 - min_rate`` or more leaves nothing to detect: the test pauses until
-    the baseline comes down. The alternative ``p1`` has
-    ``odds_ratio`` times the odds of ``p0``. Each observation adds its log-likelihood ratio,
-    ``log(p1 / p0)`` for a positive and ``log((1 - p1) / (1 - p0))`` for a negative, to
-    ``S = max(0, S + llr)``; a change is detected when ``S`` exceeds ``h = log(arl0)``.
+    the baseline comes down. The alternative ``p1`` has ``odds_ratio`` times the odds of
+    ``p0``. Observations are counted in batches of ``batch_size``; a batch with ``k``
+    positives adds its log-likelihood ratio ``(k * log(p1 / p0) + (b - k) * log((1 - p1) /
+    (1 - p0))) / phi`` to ``S = max(0, S + llr)``, and a rise is detected when ``S`` exceeds
+    ``h = log(arl0 / batch_size)``.
 
-    Calibration by analysis: for a CUSUM of log-likelihood ratios, the in-control average run
-    length is at least ``exp(h)`` (Lorden 1971), so ``h = log(arl0)`` keeps the false-alarm
-    rate below ``1 / arl0`` when observations are independent with rate ``p0``; the bound is
-    conservative (measured in ``docs/detectors.md``). The baseline learns from an observation
-    after it has been tested, and not at all while ``S`` is above half the threshold. After a
-    detection the statistic and the baseline restart with a new warm-up; ``active`` holds
-    from the detection until the re-learned baseline is back at or below the pre-change
-    ``boundary_rate`` (the rate at which ``S`` stops drifting upwards).
+    Calibration by analysis: for a CUSUM of log-likelihood ratios of independent
+    observations, the in-control average run length is at least ``exp(h)`` tests (Lorden
+    1971), here ``arl0`` observations; the bound is conservative (measured in
+    ``docs/detectors.md``). Correlated observations (the episodes of one group) make the
+    counts of a batch overdispersed: their variance is ``phi`` times the binomial one, which
+    would shrink the false-alarm run length from ``exp(h)`` to about ``exp(h / phi)``.
+    Dividing the log-likelihood ratio by ``phi`` (quasi-likelihood) restores it. ``phi`` is
+    estimated with the baseline, as the weighted mean of ``(k - b q)**2 / (b q (1 - q))``
+    over batches (``q`` is the baseline clipped to ``[min_rate, 1 - min_rate]``), floored
+    at 1, and inflated by its sampling error
+    (``1 + 2 * sqrt(2 / batches)``, batches capped at the baseline's effective memory); with
+    ``batch_size=1`` it is 1. Batches should span a few groups (16 for groups of 8).
+
+    The baseline learns from a batch after it has been tested, and not at all while ``S`` is
+    above half the threshold. After a detection the statistic and the baseline restart with
+    a new warm-up; ``active`` holds from the detection until the re-learned baseline is back
+    at or below the pre-change ``boundary_rate`` (the rate at which ``S`` stops drifting
+    upwards).
 
     Parameters
     ----------
@@ -49,6 +60,8 @@ class BernoulliCUSUM(_Base):
         Half-life, in observations, of the exponentially weighted baseline rate.
     min_rate
         Resolution of the baseline rate, in ``(0, 0.5)``.
+    batch_size
+        Observations per batch (one test per batch).
 
     Examples
     --------
@@ -74,12 +87,18 @@ class BernoulliCUSUM(_Base):
     G. Lorden, "Procedures for reacting to a change in distribution", Ann. Math. Statist. 42
     (1971).
     M. Basseville, I. Nikiforov, *Detection of Abrupt Changes*, Prentice Hall (1993), ch. 2.
+    P. McCullagh, J. A. Nelder, *Generalized Linear Models*, 2nd ed. (1989), ch. 4
+    (overdispersed binomial data, quasi-likelihood).
     """
 
     __slots__ = (
         "_alpha",
+        "_dispersion",
         "_drift",
+        "_every",
+        "_filled",
         "_h",
+        "_hits",
         "_llr0",
         "_llr1",
         "_n",
@@ -87,12 +106,13 @@ class BernoulliCUSUM(_Base):
         "_p",
         "_ref_boundary",
         "_ref_rate",
-        "_run_n",
-        "_run_pos",
+        "_run",
         "_s",
         "_since",
+        "_warm",
         "arl0",
         "baseline_halflife",
+        "batch_size",
         "min_rate",
         "odds_ratio",
         "warmup",
@@ -105,16 +125,30 @@ class BernoulliCUSUM(_Base):
         warmup: int = 500,
         baseline_halflife: float = 5000.0,
         min_rate: float = 0.01,
+        batch_size: int = 1,
     ) -> None:
         check_param(
             odds_ratio > 1 and math.isfinite(odds_ratio), "odds_ratio", "a number > 1", odds_ratio
         )
-        check_param(arl0 > 1 and math.isfinite(arl0), "arl0", "a finite number > 1", arl0)
-        check_param(isinstance(warmup, int) and warmup >= 1, "warmup", "an int >= 1", warmup)
         check_param(
-            baseline_halflife >= 1 and math.isfinite(baseline_halflife),
+            isinstance(batch_size, int) and batch_size >= 1, "batch_size", "an int >= 1", batch_size
+        )
+        check_param(
+            arl0 > batch_size and math.isfinite(arl0),
+            "arl0",
+            f"a finite number > batch_size ({batch_size})",
+            arl0,
+        )
+        check_param(
+            isinstance(warmup, int) and warmup >= 2 * batch_size,
+            "warmup",
+            f"an int >= 2 * batch_size ({2 * batch_size})",
+            warmup,
+        )
+        check_param(
+            baseline_halflife >= batch_size and math.isfinite(baseline_halflife),
             "baseline_halflife",
-            "a finite number >= 1",
+            f"a finite number >= batch_size ({batch_size})",
             baseline_halflife,
         )
         check_param(0.0 < min_rate < 0.5, "min_rate", "a number in (0, 0.5)", min_rate)
@@ -123,9 +157,13 @@ class BernoulliCUSUM(_Base):
         self.warmup = warmup
         self.baseline_halflife = baseline_halflife
         self.min_rate = min_rate
-        self._h = math.log(arl0)
-        self._alpha = -math.expm1(-math.log(2.0) / baseline_halflife)
-        self._n_cap = max(warmup, math.ceil(1.0 / self._alpha)) + 1
+        self.batch_size = batch_size
+        # Everything below is in units of batches (one batch is one observation by default).
+        self._h = math.log(arl0 / batch_size)
+        self._alpha = -math.expm1(-math.log(2.0) * batch_size / baseline_halflife)
+        self._warm = -(-warmup // batch_size)
+        self._n_cap = max(self._warm, math.ceil(1.0 / self._alpha)) + 1
+        self._every = max(1, _REFRESH // batch_size)
         self._reset()
 
     def _reset(self) -> None:
@@ -137,29 +175,37 @@ class BernoulliCUSUM(_Base):
         """Forget the baseline and the statistic (after a detection), keep the change."""
         self._n = 0
         self._p = 0.0
+        self._dispersion = 1.0
         self._s = 0.0
         self._llr1 = 0.0
         self._llr0 = 0.0
-        self._run_n = 0
-        self._run_pos = 0
+        self._run = 0
         self._since = 0
+        self._hits = 0
+        self._filled = 0
         self._drift = False
 
     def update(self, x: bool | int) -> None:
         """Feed one observation (truthy is positive)."""
         if self._drift:
             self._restart()
-        bit = 1 if x else 0
+        if x:
+            self._hits += 1
+        filled = self._filled + 1
+        if filled < self.batch_size:
+            self._filled = filled
+            return
+        self._filled = 0
+        hits = self._hits
+        self._hits = 0
         n = self._n
-        if n >= self.warmup:
-            s = self._s + (self._llr1 if bit else self._llr0)
+        if n >= self._warm:
+            s = self._s + hits * self._llr1 + (filled - hits) * self._llr0
             if s > 0.0:
-                self._run_n += 1
-                self._run_pos += bit
+                self._run += 1
             else:
                 s = 0.0
-                self._run_n = 0
-                self._run_pos = 0
+                self._run = 0
             self._s = s
             if s > self._h:
                 self._drift = True
@@ -169,34 +215,44 @@ class BernoulliCUSUM(_Base):
                 return
             if s > _FREEZE_FRACTION * self._h:
                 return
-        # Learn: exact share first (weight 1/n), exponential weights later.
+        self._learn(n, hits)
+
+    def _learn(self, n: int, hits: int) -> None:
+        """Exact averages first (weight 1/n), exponential weights later."""
+        b = self.batch_size
+        p = self._p
         n += 1
         a = 1.0 / n
         if a < self._alpha:
             a = self._alpha
-        self._p += a * (bit - self._p)
+        if b > 1 and n > 1:
+            # against the rate the test uses: rarer than min_rate is not overdispersed
+            q = min(max(p, self.min_rate), 1.0 - self.min_rate)
+            d = hits - b * q
+            self._dispersion += a * (d * d / (b * q * (1.0 - q)) - self._dispersion)
+        self._p = p + a * (hits / b - p)
         if n <= self._n_cap:
             self._n = n
-        if self._ref_boundary >= 0.0 and n >= self.warmup and self._p <= self._ref_boundary:
+        if self._ref_boundary >= 0.0 and n >= self._warm and self._p <= self._ref_boundary:
             self._ref_boundary = -1.0
         since = self._since + 1
-        if since >= _REFRESH or n == self.warmup:
+        if since >= self._every or n == self._warm:
             self._refresh()
         else:
             self._since = since
 
     def _refresh(self) -> None:
+        self._since = 0
         p0 = max(self._p, self.min_rate)
         if p0 >= 1.0 - self.min_rate:  # saturated: no rise left to detect
             self._llr1 = 0.0
             self._llr0 = -1.0
-            self._since = 0
             return
         odds = self.odds_ratio * p0 / (1.0 - p0)
         p1 = odds / (1.0 + odds)
-        self._llr1 = math.log(p1 / p0)
-        self._llr0 = math.log((1.0 - p1) / (1.0 - p0))
-        self._since = 0
+        phi = self.dispersion
+        self._llr1 = math.log(p1 / p0) / phi
+        self._llr0 = math.log((1.0 - p1) / (1.0 - p0)) / phi
 
     @property
     def drift_detected(self) -> bool:
@@ -205,18 +261,27 @@ class BernoulliCUSUM(_Base):
 
     @property
     def statistic(self) -> float:
-        """The CUSUM ``S`` of log-likelihood ratios."""
+        """The CUSUM ``S`` of (scaled) log-likelihood ratios."""
         return self._s
 
     @property
     def threshold(self) -> float:
-        """The decision threshold ``h = log(arl0)``."""
+        """The decision threshold ``h = log(arl0 / batch_size)``."""
         return self._h
 
     @property
     def baseline_rate(self) -> float:
         """The estimated pre-change rate (before clipping to ``min_rate``)."""
         return self._p
+
+    @property
+    def dispersion(self) -> float:
+        """``phi``: the overdispersion of batch counts the test allows for (1 for batches of 1)."""
+        if self.batch_size == 1:
+            return 1.0
+        batches = min(self._n, self._n_cap)
+        margin = 1.0 + 2.0 * math.sqrt(2.0 / batches) if batches else 1.0
+        return max(self._dispersion, 1.0) * margin
 
     @property
     def boundary_rate(self) -> float:
@@ -237,10 +302,19 @@ class BernoulliCUSUM(_Base):
 
     @property
     def post_change_rate(self) -> float:
-        """Share of positives since ``S`` last left zero; ``baseline_rate`` while ``S`` is zero."""
-        return self._run_pos / self._run_n if self._run_n else self._p
+        """Share of positives since ``S`` last left zero; ``baseline_rate`` while ``S`` is zero.
+
+        Recovered from ``S`` and the run length, assuming constant increments over the run.
+        """
+        run = self._run
+        a, c = self._llr1, self._llr0
+        if not run or a == c:
+            return self._p
+        observations = run * self.batch_size
+        hits = (self._s - observations * c) / (a - c)
+        return min(max(hits / observations, 0.0), 1.0)
 
     @property
     def warming_up(self) -> bool:
         """True until ``warmup`` observations have estimated the baseline (no test is made)."""
-        return self._n < self.warmup
+        return self._n < self._warm

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import math
+from array import array
+from collections.abc import Mapping
 from typing import ClassVar
 
 import numpy as np
 
 from detectors._base import _FailureModeDetector, check_param
 from detectors.alarm import Alarm, Severity
-from detectors.batch_ks import BatchKS
+from detectors.batch_ks import BatchKS, compare_windows, ks_critical_value
 from detectors.protocol import EventLike
 
 __all__ = ["NUMERIC_FIELDS", "TIMING_FIELDS", "FeatureDrift"]
+
+_NAN = math.nan
 
 #: Top-level numeric event fields that may be watched.
 NUMERIC_FIELDS = (
@@ -29,24 +34,28 @@ TIMING_FIELDS = ("generate_s", "env_s", "score_s", "queue_s", "total_s")
 class FeatureDrift(_FailureModeDetector):
     """Annotates a change of the distribution of a configured numeric field.
 
-    Each watched field has its own :class:`~detectors.batch_ks.BatchKS`: every ``every``
-    values of the field, the latest ``window`` values are compared with the ``reference``
-    values before them by a two-sample Kolmogorov-Smirnov test (the heavy work runs once per
-    batch, the per-event work is a ring-buffer write per field). The reference slides, so a
-    slow drift is absorbed and a change faster than the window span (a new task mix, mock
-    data replaced by production data, a slower sandbox) is reported. Group correlation (the
-    episodes of one group share a prompt) is allowed for through the design effect.
+    Each watched field has a column in a ring of the last ``reference + window`` events
+    (a missing value is stored as NaN; the columns grow as events come); the per-event work
+    is one write per field. Every
+    ``every`` events, per field, the values of the newest ``window`` events are compared with
+    those of the ``reference`` events before them by a two-sample Kolmogorov-Smirnov test
+    (:func:`~detectors.batch_ks.compare_windows`, as in :class:`~detectors.batch_ks.BatchKS`:
+    critical value from the budget, widened by the design effect of the reference window,
+    since the episodes of one group share a prompt). A field is tested when at least half of
+    each window has a value. The reference slides, so a slow drift is absorbed and a change
+    faster than the window span (a new task mix, mock data replaced by production data, a
+    slower sandbox) is reported. After a detection the field's column is emptied, so the
+    change is reported once and the field is tested again on post-change values only.
 
     Watched fields: ``fields`` (top-level names from :data:`NUMERIC_FIELDS`,
     ``timings.<name>`` with a name from :data:`TIMING_FIELDS`, or ``metrics.<key>``), and
     with ``metrics`` the keys of ``metrics`` in the order they are first seen, up to
-    ``max_fields`` fields in all. The fields share the budget (each gets
-    ``max_fields * arl0``, in values of the field, which is conservative for fields that are
-    not in every event).
+    ``max_fields`` fields in all. The fields share the budget: a test of one field rejects
+    a clean window with probability ``every / (max_fields * arl0)``.
 
     ``statistic`` is the largest ratio of a field's latest KS distance to its critical value
-    and ``threshold`` is 1. ``active`` holds while a detected change has not been followed by
-    a test that does not reject (see :class:`BatchKS`).
+    and ``threshold`` is 1. ``active`` holds from a detection until a later test of that
+    field does not reject.
 
     Parameters
     ----------
@@ -57,11 +66,11 @@ class FeatureDrift(_FailureModeDetector):
     max_fields
         Most fields watched.
     window
-        Newest values of a field compared with its reference.
+        Newest events whose values are compared with the reference.
     reference
-        Values before the window that serve as reference.
+        Events before the window that serve as reference.
     every
-        Values of a field between two of its tests.
+        Events between two tests.
     block
         Consecutive values per block of the design effect.
     arl0
@@ -91,8 +100,20 @@ class FeatureDrift(_FailureModeDetector):
     """
 
     __slots__ = (
-        "_metric_tests",
-        "_tests",
+        "_active",
+        "_attributes",
+        "_columns",
+        "_crit",
+        "_d",
+        "_deff",
+        "_keys",
+        "_known_keys",
+        "_left",
+        "_length",
+        "_names",
+        "_pos",
+        "_size",
+        "_x",
         "arl0",
         "block",
         "every",
@@ -129,6 +150,8 @@ class FeatureDrift(_FailureModeDetector):
             f"metrics.<key>, at most max_fields ({max_fields})",
             fields,
         )
+        # the same checks as a BatchKS of these sizes
+        BatchKS(window=window, reference=reference, every=every, block=block, arl0=arl0)
         self.fields = fields
         self.metrics = metrics
         self.max_fields = max_fields
@@ -137,98 +160,160 @@ class FeatureDrift(_FailureModeDetector):
         self.every = every
         self.block = block
         self.arl0 = arl0
-        self._test()  # checks window, reference, every, block and arl0 now
+        self._size = window + reference
+        self._x = ks_critical_value(every / (arl0 * max_fields))
         self._reset()
 
-    def _test(self) -> BatchKS:
-        return BatchKS(
-            window=self.window,
-            reference=self.reference,
-            every=self.every,
-            block=self.block,
-            arl0=self.arl0 * self.max_fields,
-        )
-
     def _reset(self) -> None:
-        # (field name, attribute, whether it is one of ``timings``, test), in ``fields`` order
-        self._tests: list[tuple[str, str, bool, BatchKS]] = [
-            (name, name.rpartition(".")[2], name.startswith("timings."), self._test())
-            for name in self.fields
-            if not name.startswith("metrics.")
+        plain = [name for name in self.fields if not name.startswith("metrics.")]
+        # (attribute, whether it is one of ``timings``) of the plain fields, in column order
+        self._attributes = [(n.rpartition(".")[2], n.startswith("timings.")) for n in plain]
+        self._keys: list[str] = [
+            name.partition(".")[2] for name in self.fields if name.startswith("metrics.")
         ]
-        self._metric_tests: dict[str, BatchKS] = {
-            name.partition(".")[2]: self._test()
-            for name in self.fields
-            if name.startswith("metrics.")
-        }
+        self._known_keys = set(self._keys)
+        self._names = plain + [f"metrics.{key}" for key in self._keys]
+        self._columns = [self._empty(0) for _ in self._names]
+        self._length = 0
+        self._d = [0.0] * len(self._names)
+        self._crit = [1.0] * len(self._names)
+        self._deff = [0.0] * len(self._names)
+        self._active = [False] * len(self._names)
+        self._pos = 0
+        self._left = self._size
         self._alarm = None
+
+    @staticmethod
+    def _empty(length: int) -> array[float]:
+        return array("d", [_NAN]) * length
 
     def update(self, event: EventLike) -> None:
         if self._alarm is not None:
             self._alarm = None
-        changed: list[tuple[str, BatchKS]] = []
+        pos = self._pos
+        columns = self._columns
+        grow = self._length < self._size  # the columns grow until the ring is full
         timings = event.timings
-        for name, attribute, in_timings, test in self._tests:
+        i = 0
+        for attribute, in_timings in self._attributes:
             source = timings if in_timings else event
-            if source is None:
+            value = None if source is None else getattr(source, attribute)
+            if grow:
+                columns[i].append(_NAN if value is None else value)
+            else:
+                columns[i][pos] = _NAN if value is None else value
+            i += 1
+        keys = self._keys
+        if keys or self.metrics:
+            metrics = event.metrics
+            for key in keys:
+                value = None if metrics is None else metrics.get(key)
+                if grow:
+                    columns[i].append(_NAN if value is None else value)
+                else:
+                    columns[i][pos] = _NAN if value is None else value
+                i += 1
+            if (
+                metrics
+                and self.metrics
+                and i < self.max_fields
+                and not self._known_keys.issuperset(metrics)
+            ):
+                self._discover(metrics, pos, grow)
+        if grow:
+            self._length += 1
+        pos += 1
+        self._pos = pos if pos < self._size else 0
+        left = self._left - 1
+        if left:
+            self._left = left
+            return
+        self._left = self.every
+        self._test_all()
+
+    def _discover(self, metrics: Mapping[str, float], pos: int, grow: bool) -> None:
+        for key, value in metrics.items():
+            if key in self._known_keys or len(self._columns) >= self.max_fields:
                 continue
-            value = getattr(source, attribute)
-            if value is None:
+            self._keys.append(key)
+            self._known_keys.add(key)
+            self._names.append(f"metrics.{key}")
+            if grow:  # the other columns already hold this event
+                column = self._empty(self._length)
+                column.append(value)
+            else:
+                column = self._empty(self._size)
+                column[pos] = value
+            self._columns.append(column)
+            self._d.append(0.0)
+            self._crit.append(1.0)
+            self._deff.append(0.0)
+            self._active.append(False)
+
+    def _test_all(self) -> None:
+        changed = []
+        for i, column in enumerate(self._columns):
+            windows = self._windows(column)
+            if windows is None:
                 continue
-            test.update(value)
-            if test._drift:  # the slot, not the property: this is the per-event path
-                changed.append((name, test))
-        metrics = event.metrics
-        if metrics:
-            tests = self._metric_tests
-            for key, value in metrics.items():
-                known = tests.get(key)
-                if known is None:
-                    if not self.metrics or len(self._tests) + len(tests) >= self.max_fields:
-                        continue
-                    known = tests[key] = self._test()
-                known.update(value)
-                if known._drift:
-                    changed.append((f"metrics.{key}", known))
+            reference, current = windows
+            d, deff, self._deff[i] = compare_windows(reference, current, self.block, self._deff[i])
+            n, m = len(reference), len(current)
+            crit = self._x * math.sqrt(deff * (n + m) / (n * m))
+            self._d[i] = d
+            self._crit[i] = crit
+            rejects = d > crit
+            self._active[i] = rejects
+            if rejects:
+                changed.append((self._names[i], d, crit, reference, current))
+                self._columns[i] = self._empty(len(column))
+                self._deff[i] = 0.0
         if changed:
             self._raise(changed)
 
-    def _raise(self, changed: list[tuple[str, BatchKS]]) -> None:
+    def _windows(self, column: array[float]) -> tuple[np.ndarray, np.ndarray] | None:
+        """The finite values of the reference and current windows, or None when too few."""
+        ring = np.frombuffer(column, dtype=np.float64)
+        pos = self._pos
+        values = np.concatenate((ring[pos:], ring[:pos]))
+        reference = values[: self.reference]
+        current = values[self.reference :]
+        reference = reference[np.isfinite(reference)]
+        current = current[np.isfinite(current)]
+        if 2 * len(reference) < self.reference or 2 * len(current) < self.window:
+            return None
+        return reference, current
+
+    def _raise(self, changed: list[tuple[str, float, float, np.ndarray, np.ndarray]]) -> None:
         parts = []
-        for name, test in changed:
-            before, after = test.windows()
+        for name, d, crit, before, after in changed:
             q_before = np.quantile(before, (0.5, 0.9))
             q_after = np.quantile(after, (0.5, 0.9))
             parts.append(
-                f"{name} drifted (KS distance {test.statistic:.2g} > {test.threshold:.2g}): "
+                f"{name} drifted (KS distance {d:.2g} > {crit:.2g}): "
                 f"median {q_before[0]:.2g} -> {q_after[0]:.2g}, "
                 f"p90 {q_before[1]:.2g} -> {q_after[1]:.2g}"
             )
         self._alarm = Alarm(
             detector=self.detector_id,
             severity=self.severity,
-            value=max(test.statistic / test.threshold for _, test in changed),
+            value=max(d / crit for _, d, crit, _, _ in changed),
             threshold=1.0,
             summary="; ".join(parts),
         )
 
-    def _all_tests(self) -> list[BatchKS]:
-        return [test for *_, test in self._tests] + list(self._metric_tests.values())
-
     @property
     def watched(self) -> tuple[str, ...]:
-        """The fields watched so far."""
-        return tuple(name for name, *_ in self._tests) + tuple(
-            f"metrics.{key}" for key in self._metric_tests
-        )
+        """The fields watched so far, in column order."""
+        return tuple(self._names)
 
     @property
     def active(self) -> bool:
-        return any(test.active for test in self._all_tests())
+        return any(self._active)
 
     @property
     def statistic(self) -> float:
-        return max((t.statistic / t.threshold for t in self._all_tests()), default=0.0)
+        return max((d / c for d, c in zip(self._d, self._crit, strict=True)), default=0.0)
 
     @property
     def threshold(self) -> float:

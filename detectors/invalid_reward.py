@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from detectors._base import _FailureModeDetector, check_param, percent
 from detectors.alarm import Alarm, Severity
@@ -14,7 +14,8 @@ __all__ = ["InvalidReward"]
 
 #: Relative slack of the range check, so that float rounding at a bound is not a violation.
 _SLACK = 1e-9
-_MISSING = object()
+#: Baseline repeat share below which a reward counts as continuous (see the class docstring).
+_CONTINUOUS = 0.5
 
 
 class InvalidReward(_FailureModeDetector):
@@ -32,11 +33,13 @@ class InvalidReward(_FailureModeDetector):
       :class:`~detectors.bernoulli_cusum.BernoulliCUSUM` detects a rise against its own
       baseline (a clipping bug or a default score moves it; a constant share never alarms).
     - **Few distinct values** (``warning``): the share of completed episodes whose reward,
-      not at a declared bound, repeats a value seen among the last ``memory`` to
-      ``2 * memory`` such rewards *of another group* (all equal rewards of one group are
+      not at a declared bound, repeats a value among the last ``memory`` such rewards, last
+      seen in *another group* (all equal rewards of one group are
       ``zero_variance_groups``' business, values at a bound the previous check's). For a
       continuous reward that share is small; rounding or quantisation makes it jump. The
-      same kind of CUSUM detects the rise.
+      same kind of CUSUM detects the rise; it alarms only when the baseline share was below
+      one half, i.e. for a reward that looked continuous (a discrete reward, such as a share
+      of passed tests, repeats by nature).
 
     Truncated, failed and aborted episodes do not enter the two shares (their zeros are
     ``truncation_rate``'s and ``masked_failure``'s), nor do eval episodes. The two CUSUMs
@@ -57,7 +60,10 @@ class InvalidReward(_FailureModeDetector):
     baseline_halflife
         Half-life, in episodes, of the baseline shares.
     memory
-        Rewards per generation of the recent-value memory (two generations are kept).
+        Recent rewards a new reward is compared with (a ring and a count per value).
+    batch_size
+        Episodes per batch of the CUSUMs; batches spanning a few groups let them allow for
+        the correlation of the episodes of one group (see :class:`BernoulliCUSUM`).
     arl0
         False-alarm budget: expected episodes between false alarms of the two CUSUMs together.
 
@@ -84,7 +90,7 @@ class InvalidReward(_FailureModeDetector):
     ...     if detector.alarm:
     ...         print(i, detector.alarm.severity, detector.alarm.summary)
     ... # doctest: +NORMALIZE_WHITESPACE
-    3069 warning share of rewards at a declared bound rose from 0.2% to about 21%
+    3071 warning share of rewards at a declared bound rose from 0.2% to about 19%
     5000 page reward 1.5 outside the declared range [0, 1]
     """
 
@@ -92,10 +98,12 @@ class InvalidReward(_FailureModeDetector):
         "_bound",
         "_range",
         "_repeat",
-        "_seen",
-        "_seen_old",
+        "_counts",
+        "_pos",
+        "_recent",
         "arl0",
         "baseline_halflife",
+        "batch_size",
         "memory",
         "odds_ratio",
         "quiet",
@@ -112,6 +120,7 @@ class InvalidReward(_FailureModeDetector):
         warmup: int = 500,
         baseline_halflife: float = 5000.0,
         memory: int = 256,
+        batch_size: int = 16,
         arl0: float = 1_000_000,
     ) -> None:
         check_param(isinstance(memory, int) and memory >= 1, "memory", "an int >= 1", memory)
@@ -120,6 +129,7 @@ class InvalidReward(_FailureModeDetector):
         self.warmup = warmup
         self.baseline_halflife = baseline_halflife
         self.memory = memory
+        self.batch_size = batch_size
         self.arl0 = arl0
         self._reset()
 
@@ -130,11 +140,14 @@ class InvalidReward(_FailureModeDetector):
             "arl0": 2.0 * self.arl0,
             "warmup": self.warmup,
             "baseline_halflife": self.baseline_halflife,
+            "batch_size": self.batch_size,
         }
         self._bound = BernoulliCUSUM(**kwargs)  # type: ignore[arg-type]
         self._repeat = BernoulliCUSUM(**kwargs)  # type: ignore[arg-type]
-        self._seen: dict[float, str | None] = {}
-        self._seen_old: dict[float, str | None] = {}
+        # the last `memory` rewards that are not at a bound, and per value: [count, group]
+        self._recent: list[float] = []  # grown to `memory`, then a ring
+        self._pos = 0
+        self._counts: dict[float, list[Any]] = {}
         self._alarm = None
 
     def update(self, event: EventLike) -> None:
@@ -151,7 +164,8 @@ class InvalidReward(_FailureModeDetector):
         if not bad and high is not None and reward > high + _SLACK * (1.0 + abs(high)):
             bad = True
         counter = self._range
-        counter.update(bad)
+        if bad or counter._clean < counter.quiet:  # a clean episode in a quiet span is a no-op
+            counter.update(bad)
         if bad:
             if counter._drift:  # the slots, not the properties: this is the per-event path
                 self._alarm = self._range_alarm(reward, low, high)
@@ -169,18 +183,33 @@ class InvalidReward(_FailureModeDetector):
         self._update_repeats(reward, event.group_id)
 
     def _update_repeats(self, reward: float, group_id: str | None) -> None:
-        seen = self._seen
-        other = seen.get(reward, _MISSING)
-        if other is _MISSING:
-            other = self._seen_old.get(reward, _MISSING)
-        repeat = other is not _MISSING and (group_id is None or other != group_id)
-        seen[reward] = group_id
-        if len(seen) >= self.memory:
-            self._seen_old = seen
-            self._seen = {}
+        counts = self._counts
+        ring = self._recent
+        pos = self._pos
+        if pos < len(ring):
+            old = ring[pos]
+            entry = counts[old]
+            if entry[0] == 1:
+                del counts[old]
+            else:
+                entry[0] -= 1
+            ring[pos] = reward
+        else:
+            ring.append(reward)
+        pos += 1
+        self._pos = 0 if pos == self.memory else pos
+        found = counts.get(reward)
+        if found is None:
+            counts[reward] = [1, group_id]
+            repeat = False
+        else:
+            repeat = group_id is None or found[1] != group_id
+            found[0] += 1
+            found[1] = group_id
         cusum = self._repeat
         cusum.update(repeat)
-        if cusum._drift and self._alarm is None:
+        # Discrete rewards repeat by nature: only a reward that looked continuous can collapse.
+        if cusum._drift and self._alarm is None and cusum.baseline_rate < _CONTINUOUS:
             self._alarm = self._rise_alarm(
                 cusum, "share of rewards repeating a recent value of another group"
             )

@@ -132,7 +132,7 @@ class PolicyStaleness(_FailureModeDetector):
             min_samples=self.min_samples,
             arl0=self.arl0,
         )
-        self._ring = bytearray(self.window)
+        self._ring = bytearray()  # the last `window` staleness values, grown as they come
         self._pos = 0
         self._i = 0
         self._max_policy = -(1 << 62)
@@ -149,8 +149,13 @@ class PolicyStaleness(_FailureModeDetector):
         if policy is None or trainer is None:
             return
         staleness = trainer - policy
+        clipped = _CLIP if staleness > _CLIP else staleness if staleness > 0 else 0
         pos = self._pos
-        self._ring[pos] = _CLIP if staleness > _CLIP else staleness if staleness > 0 else 0
+        ring = self._ring
+        if pos < len(ring):
+            ring[pos] = clipped
+        else:
+            ring.append(clipped)
         pos += 1
         self._pos = 0 if pos == self.window else pos
         rate = self._rate
@@ -180,7 +185,7 @@ class PolicyStaleness(_FailureModeDetector):
         n = self._rate.n
         if n == 0:
             return 0, 0, 0
-        values = sorted(self._ring if n == self.window else self._ring[:n])
+        values = sorted(self._ring)
         upper = min(int(self.quantile * n), n - 1)
         return values[n // 2], values[upper], values[-1]
 

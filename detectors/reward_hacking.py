@@ -13,7 +13,8 @@ from detectors.protocol import EventLike
 
 __all__ = ["RewardHacking"]
 
-_NEVER = -(1 << 62)
+#: The signals this detector batches itself, in the order of ``_sums``.
+_SIGNALS = ("reward", "length", "repetition")
 
 
 class RewardHacking(_FailureModeDetector):
@@ -94,6 +95,7 @@ class RewardHacking(_FailureModeDetector):
     __slots__ = (
         "_components",
         "_correct",
+        "_counts",
         "_eval",
         "_length",
         "_pending",
@@ -101,6 +103,7 @@ class RewardHacking(_FailureModeDetector):
         "_repetition",
         "_reward",
         "_seen",
+        "_sums",
         "_t",
         "arl0",
         "baseline_halflife",
@@ -152,21 +155,35 @@ class RewardHacking(_FailureModeDetector):
         self.arl0 = arl0
         self._reset()
 
-    def _cusum(self, arl0: float) -> MeanShiftCUSUM:
+    def _cusum(self, arl0: float, batched: bool = True) -> MeanShiftCUSUM:
+        if batched:
+            return MeanShiftCUSUM(
+                k=self.k,
+                arl0=arl0,
+                warmup=self.warmup,
+                baseline_halflife=self.baseline_halflife,
+                min_std=self.min_std,
+                batch_size=self.batch_size,
+            )
+        # The same test on batch means that this detector forms itself (the per-event path
+        # adds to a sum instead of calling the CUSUM).
+        b = self.batch_size
         return MeanShiftCUSUM(
             k=self.k,
-            arl0=arl0,
-            warmup=self.warmup,
-            baseline_halflife=self.baseline_halflife,
-            min_std=self.min_std,
-            batch_size=self.batch_size,
+            arl0=arl0 / b,
+            warmup=max(-(-self.warmup // b), 2),
+            baseline_halflife=self.baseline_halflife / b,
+            min_std=self.min_std / math.sqrt(b),
         )
 
     def _reset(self) -> None:
-        self._reward = self._cusum(self.arl0)
-        self._length = self._cusum(self.arl0)
-        self._repetition = self._cusum(self.arl0)
+        self._reward = self._cusum(self.arl0, batched=False)
+        self._length = self._cusum(self.arl0, batched=False)
+        self._repetition = self._cusum(self.arl0, batched=False)
         self._eval = self._cusum(self.arl0)
+        # running sums and counts of the current batch: reward, log-length, repetition
+        self._sums = [0.0, 0.0, 0.0]
+        self._counts = [0, 0, 0]
         self._components: dict[str, MeanShiftCUSUM] = {}
         self._correct = ""
         self._t = 0
@@ -188,23 +205,26 @@ class RewardHacking(_FailureModeDetector):
                 if cusum._drift:  # the slots, not the properties: this is the per-event path
                     self._detected("eval", cusum)
         else:
+            sums = self._sums
+            counts = self._counts
+            b = self.batch_size
             if reward is not None:
-                cusum = self._reward
-                cusum.update(reward)
-                if cusum._drift:
-                    self._detected("reward", cusum)
+                sums[0] += reward
+                counts[0] += 1
+                if counts[0] == b:
+                    self._feed(0)
             tokens = event.completion_tokens
             if tokens is not None:
-                cusum = self._length
-                cusum.update(math.log1p(tokens))
-                if cusum._drift:
-                    self._detected("length", cusum)
+                sums[1] += math.log1p(tokens)
+                counts[1] += 1
+                if counts[1] == b:
+                    self._feed(1)
             repetition = event.repetition
             if repetition is not None:
-                cusum = self._repetition
-                cusum.update(repetition)
-                if cusum._drift:
-                    self._detected("repetition", cusum)
+                sums[2] += repetition
+                counts[2] += 1
+                if counts[2] == b:
+                    self._feed(2)
             components = event.reward_components
             if components:
                 self._update_components(components)
@@ -214,6 +234,16 @@ class RewardHacking(_FailureModeDetector):
             self._component_rule(pending[1], timed_out=True)
         if self._ref is not None and not self._displaced():
             self._ref = None
+
+    def _feed(self, i: int) -> None:
+        """Hand a full batch of signal ``i`` to its CUSUM."""
+        mean = self._sums[i] / self._counts[i]
+        self._sums[i] = 0.0
+        self._counts[i] = 0
+        signal, cusum = _SIGNALS[i], (self._reward, self._length, self._repetition)[i]
+        cusum.update(mean)
+        if cusum._drift:
+            self._detected(signal, cusum)
 
     def _update_components(self, components: Mapping[str, float | None]) -> None:
         cusums = self._components

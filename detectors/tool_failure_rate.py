@@ -49,6 +49,8 @@ class ToolFailureRate(_FailureModeDetector):
         Episodes that estimate the baseline of the change test.
     baseline_halflife
         Half-life, in episodes, of that baseline.
+    batch_size
+        Episodes per batch of the change test (allows for correlated episodes of a group).
     arl0
         False-alarm budget: expected episodes with tool calls between false alarms.
 
@@ -73,7 +75,7 @@ class ToolFailureRate(_FailureModeDetector):
     ...     if detector.alarm:
     ...         print(i, detector.alarm.summary)
     ... # doctest: +NORMALIZE_WHITESPACE
-    3054 share of episodes with a failed tool call rose from 10% to about 39%
+    3055 share of episodes with a failed tool call rose from 10% to about 39%
     3874 tool-call failure ratio 31% (lower bound 20%) over 1716 calls of the last 500 episodes
     """
 
@@ -94,6 +96,7 @@ class ToolFailureRate(_FailureModeDetector):
         "_z",
         "arl0",
         "baseline_halflife",
+        "batch_size",
         "min_samples",
         "odds_ratio",
         "warmup",
@@ -111,6 +114,7 @@ class ToolFailureRate(_FailureModeDetector):
         odds_ratio: float = 3.0,
         warmup: int = 500,
         baseline_halflife: float = 5000.0,
+        batch_size: int = 16,
         arl0: float = 1_000_000,
     ) -> None:
         check_param(0.0 < threshold < 1.0, "threshold", "a number in (0, 1)", threshold)
@@ -128,6 +132,7 @@ class ToolFailureRate(_FailureModeDetector):
         self.odds_ratio = odds_ratio
         self.warmup = warmup
         self.baseline_halflife = baseline_halflife
+        self.batch_size = batch_size
         self.arl0 = arl0
         self._z = NormalDist().inv_cdf(1.0 - 1.0 / (2.0 * arl0))
         self._reset()
@@ -138,9 +143,10 @@ class ToolFailureRate(_FailureModeDetector):
             arl0=2.0 * self.arl0,
             warmup=self.warmup,
             baseline_halflife=self.baseline_halflife,
+            batch_size=self.batch_size,
         )
-        self._calls = [0] * self.window
-        self._errors = [0] * self.window
+        self._calls: list[int] = []  # rings of the last `window` episodes, grown as they come
+        self._errors: list[int] = []
         self._pos = 0
         self._n = 0
         self._sum_c = self._sum_e = self._sum_cc = self._sum_ee = self._sum_ec = 0
@@ -175,15 +181,19 @@ class ToolFailureRate(_FailureModeDetector):
 
     def _add(self, calls: int, errors: int) -> None:
         pos = self._pos
-        old_c = self._calls[pos]
-        old_e = self._errors[pos]
-        self._calls[pos] = calls
-        self._errors[pos] = errors
-        pos += 1
-        self._pos = 0 if pos == self.window else pos
         n = self._n
         if n < self.window:
+            self._calls.append(calls)
+            self._errors.append(errors)
+            old_c = old_e = 0
             self._n = n = n + 1
+        else:
+            old_c = self._calls[pos]
+            old_e = self._errors[pos]
+            self._calls[pos] = calls
+            self._errors[pos] = errors
+        pos += 1
+        self._pos = 0 if pos == self.window else pos
         c = self._sum_c = self._sum_c + calls - old_c
         e = self._sum_e = self._sum_e + errors - old_e
         cc = self._sum_cc = self._sum_cc + calls * calls - old_c * old_c

@@ -29,7 +29,7 @@ class VerifierFlakiness(_FailureModeDetector):
     alarm is raised when its Wilson lower bound rises above ``threshold``. A deterministic
     verifier never mismatches.
 
-    Keys are 64-bit hashes of the pair, so an entry costs about 150 bytes (about 8 MB at the
+    Keys are 64-bit hashes of the pair, so an entry costs about 150 bytes (about 1.5 MB at the
     default capacity). Python salts string hashes per process: when a pickled detector is
     restored in another process, the map starts empty.
 
@@ -91,7 +91,7 @@ class VerifierFlakiness(_FailureModeDetector):
 
     def __init__(
         self,
-        capacity: int = 50_000,
+        capacity: int = 10_000,
         tolerance: float = 1e-6,
         threshold: float = 0.05,
         window: int = 200,
@@ -163,7 +163,8 @@ class VerifierFlakiness(_FailureModeDetector):
             )
 
     def __getstate__(self) -> tuple[None, dict[str, Any]]:
-        state = {name: getattr(self, name) for name in self.__slots__}
+        names = [name for klass in type(self).__mro__ for name in getattr(klass, "__slots__", ())]
+        state = {name: getattr(self, name) for name in names if hasattr(self, name)}
         state["_salt"] = _SALT
         return None, state
 

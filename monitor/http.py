@@ -12,13 +12,19 @@ import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
+#: Seconds a client may take to complete the TLS handshake or to send its request. A silent
+#: client then loses its connection; it only ever holds its own thread, never the accept loop.
+CLIENT_TIMEOUT_S = 10.0
+
 
 class _Handler(BaseHTTPRequestHandler):
     server: MonitorHTTPServer
+    timeout = CLIENT_TIMEOUT_S
 
     def do_GET(self) -> None:
         if not self.server.authorized(self.headers.get("Authorization")):
@@ -82,8 +88,21 @@ class MonitorHTTPServer(ThreadingHTTPServer):
         if tls is not None:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.load_cert_chain(certfile=str(tls[0]), keyfile=str(tls[1]))
-            self.socket = context.wrap_socket(self.socket, server_side=True)
+            # The handshake runs in the connection's thread (finish_request), not in accept():
+            # there a client that connects and sends nothing would stall every other scrape.
+            self.socket = context.wrap_socket(
+                self.socket, server_side=True, do_handshake_on_connect=False
+            )
         self._thread: threading.Thread | None = None
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        if isinstance(request, ssl.SSLSocket):
+            request.settimeout(CLIENT_TIMEOUT_S)
+            try:
+                request.do_handshake()
+            except (OSError, ValueError):
+                return  # not TLS, or too slow; the caller closes the connection
+        super().finish_request(request, client_address)
 
     def authorized(self, header: str | None) -> bool:
         if self._expected_auth is None:

@@ -25,6 +25,8 @@ from monitor.segments import Segment, SegmentTable
 
 log = logging.getLogger(__name__)
 
+_LOGGED_FAILURES = 5
+
 
 PartitionKey = tuple[str, int] | None  # (topic, partition); None in replay
 
@@ -142,6 +144,7 @@ class Pipeline:
         self.partitions: dict[PartitionKey, PartitionState] = {}
         self.counters = PipelineCounters(self.partitions)
         self.index = 0  # position of the next message in the input
+        self.detector_failures = 0
         self._newest_ts = 0.0
 
     def partition_state(self, key: PartitionKey) -> PartitionState:
@@ -219,12 +222,19 @@ class Pipeline:
         try:
             alarms = segment.bank.update(event)
         except Exception as exc:  # a detector bug must not stop the monitor
-            log.exception("detector update failed on event %s", event.event_id)
-            self._refuse(None, "processing_error", f"{type(exc).__name__}: {exc}", state)
+            self._detector_failed(event, exc, state)
             return
         if alarms:
             for alarm in alarms:
                 self.tracker.on_alarm(segment.run, segment.env, alarm, index, ts)
+
+    def _detector_failed(self, event: RolloutEvent, exc: Exception, state: PartitionState) -> None:
+        self.detector_failures += 1
+        if self.detector_failures <= _LOGGED_FAILURES:  # a broken detector fails on every event
+            log.exception("detector update failed on event %s", event.event_id)
+            if self.detector_failures == _LOGGED_FAILURES:
+                log.error("further detector failures are counted, not logged")
+        self._refuse(None, "processing_error", f"{type(exc).__name__}: {exc}", state)
 
     def _refuse(
         self, msg: MessageLike | None, reason: str, detail: str, state: PartitionState

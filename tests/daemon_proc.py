@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import urllib.request
@@ -13,6 +14,13 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 from stack import REPO_DIR, http_problem, wait_until
+
+
+def free_listen() -> str:
+    """A loopback address with a port nothing listens on now (for daemons Prometheus ignores)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{sock.getsockname()[1]}"
 
 
 class DaemonProcess:

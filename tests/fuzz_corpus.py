@@ -248,7 +248,7 @@ def _bit_flip(rng: random.Random, index: int) -> bytes:
 
 def _big_int(rng: random.Random, index: int) -> bytes:
     event = valid_event(rng, index, full=True)
-    field = rng.choice(INT_FIELDS[1:] + ("num_tool_calls", "max_turns"))
+    field = rng.choice((*INT_FIELDS[1:], "num_tool_calls", "max_turns"))
     event[field] = rng.choice((10**400, -(10**400), 2**64, 2**63, -(2**63) - 1))
     return _dumps(event)
 

@@ -180,8 +180,10 @@ def alertmanager(config: Path, tmp_path: Path) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until(
-            lambda: process.poll() is None
-            and urllib.request.urlopen(f"{url}/-/ready", timeout=1).status == 200,
+            lambda: (
+                process.poll() is None
+                and urllib.request.urlopen(f"{url}/-/ready", timeout=1).status == 200
+            ),
             timeout=20,
             what=f"Alertmanager on {url} (log: {tmp_path / 'alertmanager.log'})",
         )
@@ -208,28 +210,100 @@ def alert(**labels: str) -> dict[str, Any]:
 
 INHIBITION_CASES: list[tuple[dict[str, str], bool]] = [
     # r1/math: the harness pages on error_rate; the other detectors' alerts are muted.
-    (dict(alertname="RolloutErrorRate", detector="error_rate", severity="page",
-          run="r1", env="math"), False),
-    (dict(alertname="RolloutRewardShift", detector="reward_shift", severity="page",
-          run="r1", env="math"), True),
-    (dict(alertname="RolloutLengthAnomaly", detector="length_anomaly", severity="warning",
-          run="r1", env="math"), True),
+    (
+        dict(
+            alertname="RolloutErrorRate",
+            detector="error_rate",
+            severity="page",
+            run="r1",
+            env="math",
+        ),
+        False,
+    ),
+    (
+        dict(
+            alertname="RolloutRewardShift",
+            detector="reward_shift",
+            severity="page",
+            run="r1",
+            env="math",
+        ),
+        True,
+    ),
+    (
+        dict(
+            alertname="RolloutLengthAnomaly",
+            detector="length_anomaly",
+            severity="warning",
+            run="r1",
+            env="math",
+        ),
+        True,
+    ),
     # ... not in another environment of the run, nor info alerts.
-    (dict(alertname="RolloutLengthAnomaly", detector="length_anomaly", severity="warning",
-          run="r1", env="code"), False),
-    (dict(alertname="RolloutFeatureDrift", detector="feature_drift", severity="info",
-          run="r1", env="math"), False),
+    (
+        dict(
+            alertname="RolloutLengthAnomaly",
+            detector="length_anomaly",
+            severity="warning",
+            run="r1",
+            env="code",
+        ),
+        False,
+    ),
+    (
+        dict(
+            alertname="RolloutFeatureDrift",
+            detector="feature_drift",
+            severity="info",
+            run="r1",
+            env="math",
+        ),
+        False,
+    ),
     # Prometheus' copy of the error_rate page duplicates the daemon's post: muted.
-    (dict(alertname="RolloutDetectorAlarm", detector="error_rate", severity="page",
-          run="r1", env="math"), True),
+    (
+        dict(
+            alertname="RolloutDetectorAlarm",
+            detector="error_rate",
+            severity="page",
+            run="r1",
+            env="math",
+        ),
+        True,
+    ),
     # A copy without the daemon's post (direct delivery failed) goes through.
-    (dict(alertname="RolloutDetectorAlarm", detector="truncation_rate", severity="warning",
-          run="r3", env="math"), False),
+    (
+        dict(
+            alertname="RolloutDetectorAlarm",
+            detector="truncation_rate",
+            severity="warning",
+            run="r3",
+            env="math",
+        ),
+        False,
+    ),
     # r2/code fell silent: its other alerts are muted, the silence alert itself is not.
-    (dict(alertname="RolloutEnvironmentSilent", detector="silence", severity="page",
-          run="r2", env="code"), False),
-    (dict(alertname="RolloutZeroVarianceGroups", detector="zero_variance_groups",
-          severity="warning", run="r2", env="code"), True),
+    (
+        dict(
+            alertname="RolloutEnvironmentSilent",
+            detector="silence",
+            severity="page",
+            run="r2",
+            env="code",
+        ),
+        False,
+    ),
+    (
+        dict(
+            alertname="RolloutZeroVarianceGroups",
+            detector="zero_variance_groups",
+            severity="warning",
+            run="r2",
+            env="code",
+        ),
+        True,
+    ),
     # Daemon health has no run/env/detector: never muted by the harness rules.
     (dict(alertname="RolloutMonitorDeadLetterRate", severity="warning"), False),
 ]

@@ -123,7 +123,9 @@ def test_generated_events_are_valid_and_spread_over_segments() -> None:
     events = [decode_event(value) for _, value in first + second]
     assert len({e.event_id for e in events}) == len(events)
     assert len({(e.run_id, e.env_id) for e in events}) == 50
-    assert all(k == f"{e.run_id}|{e.env_id}".encode() for (k, _), e in zip(first, events))
+    assert all(
+        k == f"{e.run_id}|{e.env_id}".encode() for (k, _), e in zip(first, events, strict=False)
+    )
     statuses = {e.status for e in events}
     assert statuses == {"completed", "truncated", "failed"}
     assert all(e.reward is None and e.error is not None for e in events if e.status == "failed")

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from daemon_proc import DaemonProcess
+from daemon_proc import DaemonProcess, free_listen
 from stack import Stack, wait_until
 from test_e2e_daemon import produce
 
@@ -108,7 +108,7 @@ def test_kill_9_at_20_random_points_keeps_counts_and_alarms_exact(
     kill_points = sorted(rng.sample(range(20_000, n - 20_000), 20))
     log_path = tmp_path / "daemon.log"
     for point in kill_points:
-        daemon = DaemonProcess(env, "127.0.0.1:9109", log_path).start()
+        daemon = DaemonProcess(env, free_listen(), log_path).start()
         wait_until(
             lambda d=daemon, p=point: d.sample("rollout_monitor_events_processed_total") >= p,
             timeout=120,
@@ -116,7 +116,7 @@ def test_kill_9_at_20_random_points_keeps_counts_and_alarms_exact(
             message=f"daemon reached event {point}",
         )
         daemon.stop(signal.SIGKILL)
-    final = DaemonProcess(env, "127.0.0.1:9109", log_path).start()
+    final = DaemonProcess(env, free_listen(), log_path).start()
     try:
         wait_until(
             lambda: final.sample("rollout_monitor_events_processed_total") >= n,
@@ -157,10 +157,10 @@ def test_partitions_move_to_the_other_daemon_with_their_state(
     a_dir.mkdir()
     b_dir.mkdir()
     a = DaemonProcess(
-        _env(stack, topic, "g-" + run, a_dir, **common), "127.0.0.1:9109", a_dir / "d.log"
+        _env(stack, topic, "g-" + run, a_dir, **common), free_listen(), a_dir / "d.log"
     ).start()
     b = DaemonProcess(
-        _env(stack, topic, "g-" + run, b_dir, **common), "127.0.0.1:9110", b_dir / "d.log"
+        _env(stack, topic, "g-" + run, b_dir, **common), free_listen(), b_dir / "d.log"
     ).start()
     try:
         wait_until(
@@ -209,7 +209,7 @@ def test_corrupted_checkpoint_is_reported_and_the_partition_starts_fresh(
     produce(stack.kafka_bootstrap, topic, iter(messages[:2_000]))
     env = _env(stack, topic, "g-" + run, tmp_path)
     log_path = tmp_path / "d.log"
-    first = DaemonProcess(env, "127.0.0.1:9109", log_path).start()
+    first = DaemonProcess(env, free_listen(), log_path).start()
     wait_until(lambda: first.sample("rollout_monitor_events_processed_total") >= 2_000, timeout=60)
     assert first.stop() == 0
     (checkpoint,) = (tmp_path / "checkpoints").glob("*.ckpt")
@@ -217,7 +217,7 @@ def test_corrupted_checkpoint_is_reported_and_the_partition_starts_fresh(
     blob[-5] ^= 0xFF
     checkpoint.write_bytes(bytes(blob))
     produce(stack.kafka_bootstrap, topic, iter(messages[2_000:]))
-    second = DaemonProcess(env, "127.0.0.1:9109", log_path).start()
+    second = DaemonProcess(env, free_listen(), log_path).start()
     try:
         wait_until(
             lambda: second.sample("rollout_monitor_events_processed_total") >= 2_000,

@@ -29,8 +29,11 @@ UIDS = {
     "environment": "rollout-env",
     "daemon-health": "rollout-daemon",
 }
-KNOWN_UNITS = {value for name, value in vars(units).items() if isinstance(value, str)
-               and not name.startswith("_")}
+KNOWN_UNITS = {
+    value
+    for name, value in vars(units).items()
+    if isinstance(value, str) and not name.startswith("_")
+}
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +77,10 @@ def test_check_mode_exit_status(tmp_path: Path) -> None:
     def check(directory: Path) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "dashboards.generate", "--check", "--output", str(directory)],
-            cwd=REPO, capture_output=True, text=True, check=False,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=False,
         )
 
     assert check(JSON_DIR).returncode == 0
@@ -322,9 +328,11 @@ def test_push_creates_folder_and_overwrites_each_dashboard(grafana: FakeGrafana)
     assert args.func(args) == 0
 
     calls = [(r.method, r.path.split("?")[0]) for r in grafana.requests]
-    assert calls == [("GET", "/api/folders"), ("POST", "/api/folders")] + [
-        ("POST", "/api/dashboards/db")
-    ] * 3
+    assert (
+        calls
+        == [("GET", "/api/folders"), ("POST", "/api/folders")]
+        + [("POST", "/api/dashboards/db")] * 3
+    )
     assert all(r.headers.get("Authorization") == "Bearer s3cret" for r in grafana.requests)
     assert grafana.requests[1].body == {"title": "RL envs", "uid": "rl-envs"}
     committed = {d["uid"]: d for d in load_committed().values()}
@@ -382,7 +390,11 @@ def test_annotate_alarm_posts_a_tagged_annotation(grafana: FakeGrafana) -> None:
     assert request.body["time"] == 1700000000250
     assert request.body["dashboardUID"] == "rollout-env"
     assert request.body["tags"] == [
-        "rollout-monitor", "detector:error_rate", "severity:page", "run:r1", "env:math"
+        "rollout-monitor",
+        "detector:error_rate",
+        "severity:page",
+        "run:r1",
+        "env:math",
     ]
     assert request.body["text"].startswith("math (r1): failure share 12%\n")
     with pytest.raises(ValueError, match="detector"):

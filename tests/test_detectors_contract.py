@@ -11,6 +11,7 @@ import copy
 import inspect
 import math
 import pickle
+from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,15 +22,28 @@ import pytest
 from detectors import (
     DETECTORS,
     BankConfig,
+    BatchKS,
+    BernoulliCUSUM,
+    ComponentImbalance,
     DetectorBank,
     ErrorRate,
+    FeatureDrift,
+    GroupAssembler,
+    GroupInvariant,
+    InvalidReward,
     InvariantCounter,
     LengthAnomaly,
     MaskedFailure,
     MeanShiftCUSUM,
+    PolicyStaleness,
     RateBound,
+    RewardDistribution,
+    RewardHacking,
     RewardShift,
+    ToolFailureRate,
     TruncationRate,
+    VerifierFlakiness,
+    ZeroVarianceGroups,
 )
 from detectors.alarm import Alarm
 from monitor.events import ErrorInfo, RolloutEvent, Timings
@@ -78,6 +92,14 @@ def bits(n: int, seed: int, p: float, p_after: float | None = None) -> Iterator[
     yield from (u < threshold).tolist()
 
 
+def spread_stream(n: int, seed: int) -> Iterator[float]:
+    """Standard normal values whose spread doubles halfway (the mean stays)."""
+    rng = np.random.default_rng(seed)
+    values = rng.standard_normal(n)
+    values[n // 2 :] *= 2.0
+    yield from values.tolist()
+
+
 def invariant_stream(n: int, seed: int, broken: bool) -> Iterator[bool]:
     rng = np.random.default_rng(seed)
     u = rng.random(n)
@@ -109,6 +131,105 @@ def episodes(n: int, seed: int, broken: bool = False) -> Iterator[RolloutEvent]:
         )
 
 
+#: Faults of :func:`rich_episodes`, one per detector id it breaks.
+FAULTS = (
+    "out_of_range",
+    "mass_at_value",
+    "zero_variance",
+    "mixed_tasks",
+    "reward_hack",
+    "format_saturates",
+    "stale_policy",
+    "flaky_verifier",
+    "tool_errors",
+    "prompt_drift",
+)
+
+
+def rich_episodes(
+    n: int, seed: int, fault: str | None = None, start: int | None = None
+) -> Iterator[RolloutEvent]:
+    """GRPO-like episodes in groups of 8 with every field the detectors read.
+
+    Healthy: per task a difficulty; four possible answers per task (``completion_hash``),
+    each deterministically right or wrong, so a re-scored answer gets the same reward;
+    rewards ``0.8 * correct + 0.2 * format`` in ``[0, 1]``; log-normal lengths; staleness
+    0-2; tool calls failing at 3%; timings and a ``tests_total`` metric. ``fault`` (one of
+    :data:`FAULTS`) switches on at episode ``start`` (default ``n // 2``).
+    """
+    rng = np.random.default_rng(seed)
+    start = n // 2 if start is None else start
+    groups = -(-n // 8)
+    difficulty = rng.normal(0.0, 1.2, groups)
+    right = rng.random((groups, 4)) < 1.0 / (1.0 + np.exp(-difficulty))[:, None]
+    formatted = rng.random((groups, 4)) < 0.9
+    prompt = np.exp(rng.normal(math.log(300.0), 0.3, groups)).astype(int)
+    answer = rng.integers(0, 4, n)
+    u = rng.random((n, 4))
+    z = rng.standard_normal((n, 4))
+    calls = rng.poisson(2.0, n)
+    tool_errors = rng.binomial(calls, 0.03)
+    for i in range(n):
+        g, a = divmod(i, 8)[0], int(answer[i])
+        bad = fault is not None and i >= start
+        correct = float(right[g, a])
+        fmt = float(formatted[g, a])
+        tokens = math.exp(6.5 + 0.4 * z[i, 0])
+        repetition = 0.1 * math.exp(0.3 * z[i, 1])
+        staleness = int(u[i, 0] * 3)
+        task = f"t{g}"
+        n_calls, n_errors = int(calls[i]), int(tool_errors[i])
+        prompt_tokens = int(prompt[g])
+        if bad and fault == "zero_variance":
+            correct = fmt = 0.0
+        elif bad and fault == "reward_hack":
+            correct = float(u[i, 1] < 0.9)
+            tokens *= 2.5
+            repetition += 0.3
+        elif bad and fault == "format_saturates":
+            fmt = 1.0
+        elif bad and fault == "stale_policy":
+            staleness += 5
+        elif bad and fault == "tool_errors" and u[i, 2] < 0.4:
+            n_errors = n_calls
+        elif bad and fault == "prompt_drift":
+            prompt_tokens *= 3
+        elif bad and fault == "mixed_tasks" and i % 8 == 7 and g % 4 == 0:
+            task = f"t{g}b"
+        reward = 0.8 * correct + 0.2 * fmt
+        if bad and fault == "out_of_range" and u[i, 3] < 0.02:
+            reward = 1.25
+        elif bad and fault == "mass_at_value" and u[i, 3] < 0.4:
+            reward = 0.5
+        elif bad and fault == "flaky_verifier" and u[i, 3] < 0.3:
+            reward = float(u[i, 2] < 0.5)
+        policy = i // 2000
+        yield event(
+            ts=1_000.0 + 0.05 * i,
+            task_id=task,
+            group_id=f"g{g}",
+            group_size=8,
+            policy_version=policy,
+            trainer_version=policy + staleness,
+            reward=reward,
+            reward_min=0.0,
+            reward_max=1.0,
+            reward_components={"correct": correct, "format": fmt},
+            prompt_tokens=prompt_tokens,
+            completion_tokens=int(tokens),
+            num_tool_calls=n_calls,
+            num_tool_errors=n_errors,
+            completion_hash=f"h{a}",
+            repetition=repetition,
+            timings=Timings(
+                generate_s=tokens / 80.0 * math.exp(0.2 * z[i, 2]),
+                score_s=0.5 * math.exp(0.3 * z[i, 3]),
+                score_timeout_s=30.0,
+            ),
+            metrics={"tests_total": float(4 + i % 7)},
+        )
+
+
 @dataclass(frozen=True)
 class Case:
     cls: type
@@ -119,7 +240,8 @@ class Case:
 
     @property
     def id(self) -> str:
-        return self.cls.__name__
+        suffix = "-".join(f"{k}={v}" for k, v in self.params.items())
+        return f"{self.cls.__name__}[{suffix}]" if suffix else self.cls.__name__
 
 
 CASES = [
@@ -155,6 +277,40 @@ CASES = [
         changing=lambda n, s: invariant_stream(n, s, broken=True),
         bad_params=(({"quiet": 0}, "quiet"),),
     ),
+    Case(
+        BernoulliCUSUM,
+        clean=lambda n, s: bits(n, s, 0.2),
+        changing=lambda n, s: bits(n, s, 0.2, 0.5),
+        bad_params=(
+            ({"odds_ratio": 1.0}, "odds_ratio"),
+            ({"arl0": 1.0}, "arl0"),
+            ({"warmup": 0}, "warmup"),
+            ({"baseline_halflife": 0.5}, "baseline_halflife"),
+            ({"min_rate": 0.5}, "min_rate"),
+            ({"batch_size": 0}, "batch_size"),
+            ({"batch_size": 16, "warmup": 20}, "warmup"),
+        ),
+    ),
+    Case(
+        BernoulliCUSUM,
+        clean=lambda n, s: bits(n, s, 0.05),
+        changing=lambda n, s: bits(n, s, 0.05, 0.3),
+        bad_params=(({"batch_size": 16, "arl0": 10.0}, "arl0"),),
+        params={"batch_size": 16},
+    ),
+    Case(
+        BatchKS,
+        clean=lambda n, s: normal_stream(n, s),
+        changing=lambda n, s: spread_stream(n, s),
+        bad_params=(
+            ({"window": 8}, "window"),
+            ({"reference": 100}, "reference"),
+            ({"every": 0}, "every"),
+            ({"every": 1000}, "every"),
+            ({"block": 0}, "block"),
+            ({"arl0": 100.0}, "arl0"),
+        ),
+    ),
     *(
         Case(
             cls,
@@ -170,6 +326,116 @@ CASES = [
             (
                 TruncationRate,
                 (({"page_threshold": 0.1}, "page_threshold"), ({"min_samples": 0}, "min_samples")),
+            ),
+        ]
+    ),
+    *(
+        Case(
+            cls,
+            clean=lambda n, s: rich_episodes(n, s),
+            changing=lambda n, s, fault=fault: rich_episodes(n, s, fault),  # type: ignore[misc]
+            bad_params=bad,
+            params=params,
+        )
+        for cls, fault, bad, params in [
+            (
+                InvalidReward,
+                "out_of_range",
+                (({"quiet": 0}, "quiet"), ({"memory": 0}, "memory"), ({"odds_ratio": 0.5}, "odds")),
+                {},
+            ),
+            (
+                RewardDistribution,
+                "mass_at_value",
+                (({"window": 4}, "window"), ({"every": 0}, "every"), ({"block": 0}, "block")),
+                {},
+            ),
+            (
+                ZeroVarianceGroups,
+                "zero_variance",
+                (
+                    ({"threshold": 0.0}, "threshold"),
+                    ({"page_threshold": 0.3}, "page_threshold"),
+                    ({"timeout_s": 0.0}, "timeout_s"),
+                    ({"max_open": 0}, "max_open"),
+                    ({"window": 0}, "window"),
+                ),
+                {},
+            ),
+            (
+                GroupInvariant,
+                "mixed_tasks",
+                (({"quiet": 0}, "quiet"), ({"timeout_s": -1.0}, "timeout_s")),
+                {},
+            ),
+            (
+                RewardHacking,
+                "reward_hack",
+                (
+                    ({"within": 0}, "within"),
+                    ({"correctness": ("",)}, "correctness"),
+                    ({"correctness": "correct"}, "correctness"),
+                    ({"max_components": 0}, "max_components"),
+                    ({"k": 0.0}, "k"),
+                ),
+                {},
+            ),
+            (
+                ComponentImbalance,
+                "format_saturates",
+                (
+                    ({"batch": 4}, "batch"),
+                    ({"dominance": 0.4}, "dominance"),
+                    ({"collapse": 1.0}, "collapse"),
+                    ({"min_std": 0.0}, "min_std"),
+                    ({"max_components": 1}, "max_components"),
+                    ({"warmup": 1}, "warmup"),
+                ),
+                {},
+            ),
+            (
+                PolicyStaleness,
+                "stale_policy",
+                (
+                    ({"max_staleness": -1}, "max_staleness"),
+                    ({"quantile": 1.0}, "quantile"),
+                    ({"heartbeat_events": 0}, "heartbeat_events"),
+                    ({"window": 0}, "window"),
+                ),
+                {},
+            ),
+            (
+                VerifierFlakiness,
+                "flaky_verifier",
+                (
+                    ({"capacity": 0}, "capacity"),
+                    ({"tolerance": -1.0}, "tolerance"),
+                    ({"threshold": 1.0}, "threshold"),
+                ),
+                {"capacity": 1000},
+            ),
+            (
+                ToolFailureRate,
+                "tool_errors",
+                (
+                    ({"threshold": 0.0}, "threshold"),
+                    ({"window": 1}, "window"),
+                    ({"min_samples": 1}, "min_samples"),
+                    ({"batch_size": 0}, "batch_size"),
+                ),
+                {},
+            ),
+            (
+                FeatureDrift,
+                "prompt_drift",
+                (
+                    ({"fields": ("reward",)}, "fields"),
+                    ({"fields": ("timings.nope",)}, "fields"),
+                    ({"fields": ["prompt_tokens"]}, "fields"),
+                    ({"max_fields": 0}, "max_fields"),
+                    ({"every": 0}, "every"),
+                ),
+                {},
             ),
         ]
     ),
@@ -199,7 +465,7 @@ def state_size(obj: Any, seen: set[int] | None = None) -> int:
     """Number of stored scalars and container elements reachable through slots."""
     if obj is None or isinstance(obj, (bool, int, float, str)):
         return 1
-    if isinstance(obj, (bytes, bytearray)):
+    if isinstance(obj, (bytes, bytearray, array)):
         return len(obj)
     seen = set() if seen is None else seen
     if id(obj) in seen:

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, Producer
-from daemon_proc import DaemonProcess
+from daemon_proc import DaemonProcess, free_listen
 from stack import Stack, WebhookReceiver, alerts_in, http_json, wait_until
 
 from monitor.simulate import Fault, SimulationConfig, generate_messages
@@ -134,7 +134,7 @@ def test_clean_stream_of_the_same_length_pages_nothing(
     topic = kafka_topic(partitions=4)
     run = f"clean-{uuid.uuid4().hex[:8]}"
     config = SimulationConfig(seed=12, runs=(run,), events=12_000)
-    daemon = DaemonProcess(daemon_env(topic, "g-" + run), "127.0.0.1:9109", tmp_path / "d.log")
+    daemon = DaemonProcess(daemon_env(topic, "g-" + run), free_listen(), tmp_path / "d.log")
     daemon.start()
     try:
         n = produce(stack.kafka_bootstrap, topic, generate_messages(config))
@@ -162,7 +162,7 @@ def test_invalid_message_is_dead_lettered_and_consumption_goes_on(
     dlq = kafka_topic(partitions=1, prefix="dlq")
     run = f"dlq-{uuid.uuid4().hex[:8]}"
     env = daemon_env(topic, "g-" + run, ROLLOUT_MONITOR_KAFKA__DEAD_LETTER_TOPIC=dlq)
-    daemon = DaemonProcess(env, "127.0.0.1:9109", tmp_path / "d.log").start()
+    daemon = DaemonProcess(env, free_listen(), tmp_path / "d.log").start()
     valid = list(generate_messages(SimulationConfig(seed=3, runs=(run,), events=200)))
     bad = [
         (b"k", b'{"schema_version": 1, "event_id": "x"'),
@@ -254,14 +254,14 @@ def test_sigterm_mid_stream_then_restart_counts_every_event_once(
         ROLLOUT_MONITOR_PIPELINE__DEDUP_WINDOW="0",
         ROLLOUT_MONITOR_CHECKPOINT__DIRECTORY=str(tmp_path / "checkpoints"),
     )
-    first = DaemonProcess(env, "127.0.0.1:9109", tmp_path / "first.log").start()
+    first = DaemonProcess(env, free_listen(), tmp_path / "first.log").start()
     wait_until(
         lambda: daemon_processed(first) >= 5_000, timeout=60, message="first daemon is mid-stream"
     )
     assert first.stop(signal.SIGTERM) == 0, first.log_tail()
     done_first = first.processed_at_stop()
     assert 0 < done_first < n, "the stop must land mid-stream for this test to mean anything"
-    second = DaemonProcess(env, "127.0.0.1:9109", tmp_path / "second.log").start()
+    second = DaemonProcess(env, free_listen(), tmp_path / "second.log").start()
     try:
         # The second daemon resumes the first one's checkpointed counters.
         wait_until(
@@ -291,7 +291,7 @@ def test_promtool_accepts_the_metrics_exposition(
     assert promtool, "promtool is missing: run deploy/install.sh"
     topic = kafka_topic(partitions=1)
     run = f"lint-{uuid.uuid4().hex[:8]}"
-    daemon = DaemonProcess(daemon_env(topic, "g-" + run), "127.0.0.1:9109", tmp_path / "d.log")
+    daemon = DaemonProcess(daemon_env(topic, "g-" + run), free_listen(), tmp_path / "d.log")
     daemon.start()
     try:
         produce(

@@ -38,15 +38,19 @@ def require_broker() -> str:
         with socket.create_connection((host, int(port)), timeout=5):
             pass
     except OSError as exc:
-        pytest.fail(f"Kafka broker at {BOOTSTRAP} is not reachable ({exc}); the emitter "
-                    "tests need a running broker (see deploy/)", pytrace=False)
+        pytest.fail(
+            f"Kafka broker at {BOOTSTRAP} is not reachable ({exc}); the emitter "
+            "tests need a running broker (see deploy/)",
+            pytrace=False,
+        )
     from confluent_kafka.admin import AdminClient
 
     try:
         AdminClient({"bootstrap.servers": BOOTSTRAP}).list_topics(timeout=10)
     except Exception as exc:
-        pytest.fail(f"Kafka broker at {BOOTSTRAP} does not answer metadata requests: {exc}",
-                    pytrace=False)
+        pytest.fail(
+            f"Kafka broker at {BOOTSTRAP} does not answer metadata requests: {exc}", pytrace=False
+        )
     return BOOTSTRAP
 
 
@@ -55,8 +59,9 @@ def _create_topic(bootstrap: str, partitions: int) -> str:
 
     topic = f"test-emitter-{uuid.uuid4().hex[:12]}"
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    futures = admin.create_topics([NewTopic(topic, num_partitions=partitions,
-                                            replication_factor=1)])
+    futures = admin.create_topics(
+        [NewTopic(topic, num_partitions=partitions, replication_factor=1)]
+    )
     futures[topic].result(timeout=30)
     return topic
 
@@ -64,12 +69,14 @@ def _create_topic(bootstrap: str, partitions: int) -> str:
 def _consume(bootstrap: str, topic: str, count: int, timeout: float = 30.0) -> list[Any]:
     from confluent_kafka import Consumer
 
-    consumer = Consumer({
-        "bootstrap.servers": bootstrap,
-        "group.id": f"test-{uuid.uuid4().hex}",
-        "auto.offset.reset": "earliest",
-        "enable.auto.commit": False,
-    })
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"test-{uuid.uuid4().hex}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
     consumer.subscribe([topic])
     messages: list[Any] = []
     deadline = time.monotonic() + timeout
@@ -89,8 +96,13 @@ def _consume(bootstrap: str, topic: str, count: int, timeout: float = 30.0) -> l
 def test_emit_to_kafka_and_read_back() -> None:
     broker = require_broker()
     topic = _create_topic(broker, partitions=4)
-    segments = [("run-a", "math-v2"), ("run-a", "code-sandbox"), ("run-b", "math-v2"),
-                ("run-b", "tool-use"), ("run-c", "swe")]
+    segments = [
+        ("run-a", "math-v2"),
+        ("run-a", "code-sandbox"),
+        ("run-b", "math-v2"),
+        ("run-b", "tool-use"),
+        ("run-c", "swe"),
+    ]
     sent: list[dict[str, Any]] = []
     with RolloutEmitter(broker, topic=topic) as emitter:
         for seq in range(6):
@@ -99,10 +111,20 @@ def test_emit_to_kafka_and_read_back() -> None:
                 emitter.emit(ev)
                 sent.append(ev)
         # a typed event is accepted too
-        typed = decode_event(json.dumps({
-            "schema_version": 1, "event_id": "typed-1", "ts": 2000.0, "run_id": "run-a",
-            "env_id": "math-v2", "status": "failed", "reward": None,
-            "error": {"type": "SandboxOOM", "where": "sandbox", "message": "killed"}}))
+        typed = decode_event(
+            json.dumps(
+                {
+                    "schema_version": 1,
+                    "event_id": "typed-1",
+                    "ts": 2000.0,
+                    "run_id": "run-a",
+                    "env_id": "math-v2",
+                    "status": "failed",
+                    "reward": None,
+                    "error": {"type": "SandboxOOM", "where": "sandbox", "message": "killed"},
+                }
+            )
+        )
         emitter.emit(typed)
         assert emitter.sent == len(sent) + 1
     assert emitter.errors == 0 and emitter.last_error is None
@@ -174,15 +196,23 @@ def test_invalid_events_raise_before_sending(event: Any, reasons: set[str]) -> N
 
 
 def test_typed_event_with_nan_reward_is_refused() -> None:
-    bad = RolloutEvent(schema_version=1, event_id="a", ts=1.0, run_id="r", env_id="e",
-                       status="completed", reward=math.nan)
+    bad = RolloutEvent(
+        schema_version=1,
+        event_id="a",
+        ts=1.0,
+        run_id="r",
+        env_id="e",
+        status="completed",
+        reward=math.nan,
+    )
     with pytest.raises(InvalidEvent, match="reward"):
         prepare_event(bad)
 
 
 def test_delivery_errors_are_counted() -> None:
-    emitter = RolloutEmitter("127.0.0.1:1", topic="unreachable", message_timeout_ms=500,
-                             log_level=0)
+    emitter = RolloutEmitter(
+        "127.0.0.1:1", topic="unreachable", message_timeout_ms=500, log_level=0
+    )
     emitter.emit(_event())
     emitter.emit_raw(b"x", b"k")
     assert emitter.flush(10.0) == 0
@@ -205,9 +235,11 @@ def test_prepare_event_fills_defaults_and_keeps_extras() -> None:
 
 def test_jsonl_writer_round_trip(tmp_path: Path) -> None:
     path = tmp_path / "events.jsonl"
-    typed = decode_event(b'{"schema_version":1,"event_id":"t","ts":3.0,"run_id":"r",'
-                         b'"env_id":"e","status":"truncated","stop_reason":"length",'
-                         b'"reward":0.0}')
+    typed = decode_event(
+        b'{"schema_version":1,"event_id":"t","ts":3.0,"run_id":"r",'
+        b'"env_id":"e","status":"truncated","stop_reason":"length",'
+        b'"reward":0.0}'
+    )
     with JsonlWriter(path) as writer:
         writer.emit(_event(ts=1.0, event_id="a"))
         writer.emit(_event("run-b", "tool-use", ts=2.0, event_id="b", num_turns=3))
@@ -241,8 +273,20 @@ def test_simulate_to_kafka(capsys: pytest.CaptureFixture[str]) -> None:
 
     broker = require_broker()
     topic = _create_topic(broker, partitions=3)
-    rc = simulate_main(["--events", "600", "--seed", "4", "--kafka", broker, "--topic", topic,
-                        "--fault", "invalid:math-v2:100:0.5"])
+    rc = simulate_main(
+        [
+            "--events",
+            "600",
+            "--seed",
+            "4",
+            "--kafka",
+            broker,
+            "--topic",
+            topic,
+            "--fault",
+            "invalid:math-v2:100:0.5",
+        ]
+    )
     assert rc == 0
     assert "sent 600 messages" in capsys.readouterr().err
     messages = _consume(broker, topic, 600)
@@ -257,7 +301,10 @@ def test_simulate_to_kafka(capsys: pytest.CaptureFixture[str]) -> None:
             assert msg.key() == b"grpo-7b-demo|math-v2"
             continue
         assert msg.key() == f"{event.run_id}|{event.env_id}".encode()
-    assert set(partitions) == {b"grpo-7b-demo|math-v2", b"grpo-7b-demo|code-sandbox",
-                               b"grpo-7b-demo|tool-use"}
+    assert set(partitions) == {
+        b"grpo-7b-demo|math-v2",
+        b"grpo-7b-demo|code-sandbox",
+        b"grpo-7b-demo|tool-use",
+    }
     assert all(len(p) == 1 for p in partitions.values())
     assert 30 < invalid < 150

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import KafkaError, Message, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from daemon_proc import DaemonProcess
 from fuzz_corpus import ALL_FIELDS, NESTING_LEVELS, TEN_MB, corpus, valid_event
@@ -242,9 +242,7 @@ def assert_accounted(pipeline: Pipeline, total: int) -> None:
     assert sink_of(pipeline).reasons == +Counter(c.invalid), "every refusal is dead-lettered"
 
 
-@settings(
-    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(messages, max_size=40), st.data())
 def test_process_messages_never_raises_and_counts_add_up(
     values: list[bytes | None], data: st.DataObject
@@ -352,10 +350,13 @@ def test_daemon_accounts_for_every_corpus_message_on_the_broker(
         }
     )
     errors: list[str] = []
+
+    def delivered(error: KafkaError | None, _msg: Message) -> None:
+        if error is not None:
+            errors.append(str(error))
+
     for value in values:
-        producer.produce(
-            topic, value=value, on_delivery=lambda err, _m: err and errors.append(str(err))
-        )
+        producer.produce(topic, value=value, on_delivery=delivered)
         producer.poll(0)
     assert producer.flush(60) == 0 and not errors, errors[:3]
     env = {
@@ -391,4 +392,3 @@ def test_daemon_accounts_for_every_corpus_message_on_the_broker(
         assert http_problem(daemon.url + "/readyz") is None, "the daemon is still ready"
     finally:
         assert daemon.stop() == 0, daemon.log_tail()
-

@@ -49,8 +49,17 @@ def test_jsonl_and_parquet_give_the_same_alerts(
     assert ("error_rate", "code-sandbox") in fired
     assert ("truncation_rate", "tool-use") in fired
     for alert in from_jsonl:
-        for key in ("alertname", "detector", "severity", "run", "env", "event_index", "value",
-                    "threshold", "summary"):
+        for key in (
+            "alertname",
+            "detector",
+            "severity",
+            "run",
+            "env",
+            "event_index",
+            "value",
+            "threshold",
+            "summary",
+        ):
             assert key in alert
     onset = next(a for a in from_jsonl if a["detector"] == "error_rate")
     assert 9_000 <= int(onset["event_index"]) < 10_000, "alarm index is the stream position"
@@ -76,7 +85,10 @@ def test_several_files_are_one_stream_and_bad_lines_are_counted(
     split = _alerts(out)
     # Two extra (invalid) records sit before the second file: indices after them shift by 2.
     shifted = [
-        {**a, "event_index": a["event_index"] - 2 if a["event_index"] >= 12_000 else a["event_index"]}
+        {
+            **a,
+            "event_index": a["event_index"] - 2 if a["event_index"] >= 12_000 else a["event_index"],
+        }
         for a in split
     ]
     assert [(a["detector"], a["env"], a["event_index"]) for a in shifted] == [

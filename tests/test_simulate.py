@@ -146,7 +146,8 @@ def test_clean_failure_and_truncation_rates(clean: list[RolloutEvent]) -> None:
     truncated = share(clean, lambda e: e.status == "truncated")
     assert 0.003 < truncated < 0.02
     zero_at_timeout = [
-        e for e in clean
+        e
+        for e in clean
         if e.reward == 0 and e.timings and e.timings.score_s == e.timings.score_timeout_s
     ]
     assert zero_at_timeout == []
@@ -168,8 +169,7 @@ def test_groups_are_complete_with_one_task(clean: list[RolloutEvent]) -> None:
 
 def test_environments_interleave(clean: list[RolloutEvent]) -> None:
     for lo in range(0, N, 500):
-        assert {e.env_id for e in clean[lo : lo + 250]} == {"math-v2", "code-sandbox",
-                                                             "tool-use"}
+        assert {e.env_id for e in clean[lo : lo + 250]} == {"math-v2", "code-sandbox", "tool-use"}
 
 
 def test_learning_trend(clean: list[RolloutEvent]) -> None:
@@ -186,8 +186,11 @@ def test_environment_models(clean: list[RolloutEvent]) -> None:
     for e in code:
         assert e.metrics is not None
         assert e.reward == pytest.approx(
-            0.0 if e.status == "truncated"
-            else e.metrics["tests_passed"] / e.metrics["tests_total"], abs=1e-4)
+            0.0
+            if e.status == "truncated"
+            else e.metrics["tests_passed"] / e.metrics["tests_total"],
+            abs=1e-4,
+        )
     tool = env_events(clean, "tool-use")
     assert all(e.num_turns and e.num_tool_calls is not None for e in tool)
     assert len({e.reward for e in tool}) > 1000  # continuous
@@ -219,8 +222,19 @@ def test_fault_changes_nothing_before_start(kind: str, clean_msgs: list[bytes]) 
 
 
 @pytest.mark.parametrize(
-    "kind", ["error_burst", "reward_drop", "masked_failure", "truncation", "length_collapse",
-             "length_explosion", "zero_variance", "reward_hack", "invalid"])
+    "kind",
+    [
+        "error_burst",
+        "reward_drop",
+        "masked_failure",
+        "truncation",
+        "length_collapse",
+        "length_explosion",
+        "zero_variance",
+        "reward_hack",
+        "invalid",
+    ],
+)
 def test_value_faults_leave_other_environments_alone(kind: str, clean_msgs: list[bytes]) -> None:
     msgs, _ = faulted(Fault(kind, ENV, START))
     for a, b in zip(msgs, clean_msgs, strict=True):
@@ -256,12 +270,13 @@ def test_reward_drop(clean: list[RolloutEvent]) -> None:
     assert statistics.mean(rewards(env_events(clean, lo=START))) > 0.4
     assert all(component(e, "correct") == 0.0 for e in after)
     half = _decode_all(faulted(Fault("reward_drop", ENV, START, magnitude=0.5))[0])
-    correct = [component(e, "correct") for e in env_events(half, lo=START)
-               if e.status == "completed"]
-    base_correct = [component(e, "correct") for e in env_events(clean, lo=START)
-                    if e.status == "completed"]
-    assert statistics.mean(correct) == pytest.approx(0.5 * statistics.mean(base_correct),
-                                                     rel=0.15)
+    correct = [
+        component(e, "correct") for e in env_events(half, lo=START) if e.status == "completed"
+    ]
+    base_correct = [
+        component(e, "correct") for e in env_events(clean, lo=START) if e.status == "completed"
+    ]
+    assert statistics.mean(correct) == pytest.approx(0.5 * statistics.mean(base_correct), rel=0.15)
 
 
 def test_masked_failure() -> None:
@@ -271,8 +286,11 @@ def test_masked_failure() -> None:
         return e.reward is not None and e.error is not None
 
     def at_timeout(e: RolloutEvent) -> bool:
-        return (e.reward == 0.0 and e.timings is not None
-                and e.timings.score_s == e.timings.score_timeout_s)
+        return (
+            e.reward == 0.0
+            and e.timings is not None
+            and e.timings.score_s == e.timings.score_timeout_s
+        )
 
     after = env_events(events, lo=START)
     assert share(after, lambda e: with_error(e) or at_timeout(e)) == pytest.approx(0.3, abs=0.04)
@@ -291,14 +309,17 @@ def test_truncation() -> None:
         assert e.completion_tokens == e.max_completion_tokens
 
 
-@pytest.mark.parametrize(("kind", "factor"), [("length_collapse", 1 / 4),
-                                              ("length_explosion", 3.0)])
+@pytest.mark.parametrize(
+    ("kind", "factor"), [("length_collapse", 1 / 4), ("length_explosion", 3.0)]
+)
 def test_length_faults(kind: str, factor: float, clean: list[RolloutEvent]) -> None:
     events = _decode_all(faulted(Fault(kind, ENV, START))[0])
     ratios = [
         (f.completion_tokens or 1) / (c.completion_tokens or 1)
         for f, c in zip(events[START:], clean[START:], strict=True)
-        if isinstance(f, RolloutEvent) and f.env_id == ENV and c.status == "completed"
+        if isinstance(f, RolloutEvent)
+        and f.env_id == ENV
+        and c.status == "completed"
         and f.status == "completed"
     ]
     assert statistics.median(ratios) == pytest.approx(factor, rel=0.05)
@@ -332,8 +353,9 @@ def test_silence() -> None:
     assert len(env_events(events, lo=15_000)) > 1000  # resumes
     assert stats.silenced > 1000
     assert stats.fault_events[0] == stats.silenced
-    forever = _decode_all(list(generate(SimulationConfig(
-        seed=7, events=N, faults=(Fault("silence", ENV, START),)))))
+    forever = _decode_all(
+        list(generate(SimulationConfig(seed=7, events=N, faults=(Fault("silence", ENV, START),))))
+    )
     assert env_events(forever, lo=START) == []
     # event time keeps flowing for the others: the gap is visible in ts
     last_ts = max(e.ts for e in env_events(forever))
@@ -360,11 +382,19 @@ def test_invalid_messages_are_refused() -> None:
     n_env = stats.fault_events[0]
     assert len(bad) / n_env == pytest.approx(0.1, abs=0.02)
     assert stats.invalid == len(bad) and stats.valid == N - len(bad)
-    assert {e.reason for _, e in bad} >= {"invalid_json", "missing_field", "wrong_type",
-                                          "unsupported_schema_version"}
+    assert {e.reason for _, e in bad} >= {
+        "invalid_json",
+        "missing_field",
+        "wrong_type",
+        "unsupported_schema_version",
+    }
     assert any(b"NaN" in msgs[i] for i, _ in bad)
-    keys = [k for k, _ in generate_messages(
-        SimulationConfig(seed=7, events=N, faults=(Fault("invalid", ENV, START),)))]
+    keys = [
+        k
+        for k, _ in generate_messages(
+            SimulationConfig(seed=7, events=N, faults=(Fault("invalid", ENV, START),))
+        )
+    ]
     assert {keys[i] for i, _ in bad} == {b"grpo-7b-demo|math-v2"}
 
 
@@ -390,9 +420,11 @@ def test_reward_hack(clean: list[RolloutEvent]) -> None:
     late = START + 3000  # after the ramp
 
     def means(evs: list[RolloutEvent]) -> tuple[float, float, float]:
-        return (statistics.mean(rewards(evs)),
-                statistics.median(e.completion_tokens or 0 for e in evs),
-                statistics.mean(e.repetition or 0.0 for e in evs))
+        return (
+            statistics.mean(rewards(evs)),
+            statistics.median(e.completion_tokens or 0 for e in evs),
+            statistics.mean(e.repetition or 0.0 for e in evs),
+        )
 
     r1, t1, p1 = means(env_events(events, lo=late))
     r0, t0, p0 = means(env_events(clean, lo=late))
@@ -402,8 +434,15 @@ def test_reward_hack(clean: list[RolloutEvent]) -> None:
 
 
 def test_fault_on_every_environment() -> None:
-    events = _decode_all(list(generate(SimulationConfig(
-        seed=3, events=8000, faults=(Fault("error_burst", "*", 4000, magnitude=0.5),)))))
+    events = _decode_all(
+        list(
+            generate(
+                SimulationConfig(
+                    seed=3, events=8000, faults=(Fault("error_burst", "*", 4000, magnitude=0.5),)
+                )
+            )
+        )
+    )
     for env in ("math-v2", "code-sandbox", "tool-use"):
         after = env_events(events, env, lo=4000)
         assert share(after, lambda e: e.status == "failed") == pytest.approx(0.5, abs=0.06)
@@ -411,11 +450,19 @@ def test_fault_on_every_environment() -> None:
 
 def test_fault_validation_and_parsing() -> None:
     assert Fault.parse("error_burst:math-v2:5000") == Fault("error_burst", "math-v2", 5000)
-    assert Fault.parse("truncation:tool-use:10:0.5:20") == Fault("truncation", "tool-use", 10,
-                                                                 0.5, 20)
+    assert Fault.parse("truncation:tool-use:10:0.5:20") == Fault(
+        "truncation", "tool-use", 10, 0.5, 20
+    )
     assert Fault("error_burst", "x", 0).strength == DEFAULT_MAGNITUDES["error_burst"] == 0.4
-    for bad in ("error_burst:x", "nope:x:1", "error_burst:x:-1", "error_burst:x:5:0.5:5",
-                "error_burst:x:1:1.5", "length_collapse:x:1:0.5", "error_burst:x:1:nan"):
+    for bad in (
+        "error_burst:x",
+        "nope:x:1",
+        "error_burst:x:-1",
+        "error_burst:x:5:0.5:5",
+        "error_burst:x:1:1.5",
+        "length_collapse:x:1:0.5",
+        "error_burst:x:1:nan",
+    ):
         with pytest.raises(ValueError):
             Fault.parse(bad)
     with pytest.raises(ValueError, match="unknown environment"):
@@ -423,11 +470,11 @@ def test_fault_validation_and_parsing() -> None:
 
 
 def test_custom_environment_names_and_runs() -> None:
-    cfg = SimulationConfig(seed=2, events=4000, runs=("a", "b"),
-                           envs=("swe-bench", "gsm8k", "browser-use", "misc"))
+    cfg = SimulationConfig(
+        seed=2, events=4000, runs=("a", "b"), envs=("swe-bench", "gsm8k", "browser-use", "misc")
+    )
     events = [decode_event(m) for m in generate(cfg)]
-    assert {(e.run_id, e.env_id) for e in events} == {(r, e) for r in cfg.runs
-                                                      for e in cfg.envs}
+    assert {(e.run_id, e.env_id) for e in events} == {(r, e) for r in cfg.runs for e in cfg.envs}
     swe = next(e for e in events if e.env_id == "swe-bench" and e.reward is not None)
     assert swe.metrics is not None and "tests_total" in swe.metrics
 
@@ -444,7 +491,12 @@ def test_labels() -> None:
     json.dumps(lab)
     (f,) = lab["faults"]
     assert (f["kind"], f["env"], f["start"], f["end"], f["magnitude"]) == (
-        "error_burst", ENV, START, 15_000, 0.4)
+        "error_burst",
+        ENV,
+        START,
+        15_000,
+        0.4,
+    )
     assert f["segments"] == [["grpo-7b-demo", ENV]]
     assert f["start_ts"] == pytest.approx(decode_event(msgs[START]).ts, abs=0.01)
     assert f["end_ts"] == pytest.approx(decode_event(msgs[14_999]).ts, abs=0.01)
@@ -453,21 +505,52 @@ def test_labels() -> None:
 
 def test_cli_writes_jsonl_and_labels(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out, lab = tmp_path / "s.jsonl", tmp_path / "labels.json"
-    rc = main(["--events", "3000", "--seed", "5", "--envs", "math-v2,tool-use",
-               "--runs", "r1,r2", "--rate", "500",
-               "--fault", "invalid:tool-use:1000:0.2", "--fault", "duplicate:math-v2:2000",
-               "--out", str(out), "--labels", str(lab)])
+    rc = main(
+        [
+            "--events",
+            "3000",
+            "--seed",
+            "5",
+            "--envs",
+            "math-v2,tool-use",
+            "--runs",
+            "r1,r2",
+            "--rate",
+            "500",
+            "--fault",
+            "invalid:tool-use:1000:0.2",
+            "--fault",
+            "duplicate:math-v2:2000",
+            "--out",
+            str(out),
+            "--labels",
+            str(lab),
+        ]
+    )
     assert rc == 0
     lines = out.read_bytes().splitlines()
     assert len(lines) == 3000
-    expected = list(generate(SimulationConfig(
-        seed=5, events=3000, envs=("math-v2", "tool-use"), runs=("r1", "r2"),
-        events_per_second=500, faults=(Fault("invalid", "tool-use", 1000, 0.2),
-                                       Fault("duplicate", "math-v2", 2000)))))
+    expected = list(
+        generate(
+            SimulationConfig(
+                seed=5,
+                events=3000,
+                envs=("math-v2", "tool-use"),
+                runs=("r1", "r2"),
+                events_per_second=500,
+                faults=(
+                    Fault("invalid", "tool-use", 1000, 0.2),
+                    Fault("duplicate", "math-v2", 2000),
+                ),
+            )
+        )
+    )
     assert lines == expected
     truth = json.loads(lab.read_text())
-    assert [(f["kind"], f["start"]) for f in truth["faults"]] == [("invalid", 1000),
-                                                                  ("duplicate", 2000)]
+    assert [(f["kind"], f["start"]) for f in truth["faults"]] == [
+        ("invalid", 1000),
+        ("duplicate", 2000),
+    ]
     err = capsys.readouterr().err
     assert "sent 3000 messages" in err and "invalid" in err and "duplicates" in err
 
@@ -487,9 +570,20 @@ def test_cli_register_on_a_parent_parser() -> None:
     parser = argparse.ArgumentParser(prog="rollout-monitor")
     sub = parser.add_subparsers(dest="command", required=True)
     register(sub)
-    args = parser.parse_args(["simulate", "--events", "10", "--fault",
-                              "silence:math-v2:5::8", "--kafka", "localhost:9092",
-                              "--topic", "t", "--realtime"])
+    args = parser.parse_args(
+        [
+            "simulate",
+            "--events",
+            "10",
+            "--fault",
+            "silence:math-v2:5::8",
+            "--kafka",
+            "localhost:9092",
+            "--topic",
+            "t",
+            "--realtime",
+        ]
+    )
     assert args.func.__name__ == "run"
     assert args.events == 10 and args.kafka == "localhost:9092" and args.realtime
     assert args.fault == [Fault("silence", "math-v2", 5, None, 8)]

@@ -73,7 +73,8 @@ class Kafka:
         def led() -> bool:
             meta = self.admin.list_topics(topic=name, timeout=5).topics.get(name)
             return (
-                meta is not None and len(meta.partitions) == partitions
+                meta is not None
+                and len(meta.partitions) == partitions
                 and all(p.leader >= 0 for p in meta.partitions.values())
             )
 
@@ -102,7 +103,11 @@ def make(backend: str, kafka: Kafka) -> Iterator[MakeSource]:
         def build(topic: str, group: str, **kwargs: Any) -> Source:
             source = make_source(
                 backend,  # type: ignore[arg-type]
-                kafka.bootstrap, [topic], group, extra_config=FAST_GROUP, **kwargs,
+                kafka.bootstrap,
+                [topic],
+                group,
+                extra_config=FAST_GROUP,
+                **kwargs,
             )
             stack.callback(source.close)
             return source
@@ -123,8 +128,12 @@ def produce(bootstrap: str, topic: str, count: int) -> None:
     )
     for i in range(count):
         producer.produce(
-            topic, value=f"v{i}".encode(), key=f"k{i}".encode(), partition=i % PARTITIONS,
-            headers=[("i", str(i).encode()), ("empty", b"")], on_delivery=delivered,
+            topic,
+            value=f"v{i}".encode(),
+            key=f"k{i}".encode(),
+            partition=i % PARTITIONS,
+            headers=[("i", str(i).encode()), ("empty", b"")],
+            on_delivery=delivered,
         )
         if i % 1000 == 999:
             producer.poll(0)
@@ -133,7 +142,9 @@ def produce(bootstrap: str, topic: str, count: int) -> None:
 
 
 def poll_until(
-    source: Source, done: Callable[[list[RawMessage]], bool], timeout_s: float = 20.0,
+    source: Source,
+    done: Callable[[list[RawMessage]], bool],
+    timeout_s: float = 20.0,
     max_messages: int = 500,
 ) -> list[RawMessage]:
     got: list[RawMessage] = []
@@ -165,8 +176,11 @@ def committed(
 
 def read_all(bootstrap: str, topic: str, count: int, timeout_s: float = 15.0) -> list[Any]:
     reader = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": unique_name("reader"),
-         "auto.offset.reset": "earliest"}
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": unique_name("reader"),
+            "auto.offset.reset": "earliest",
+        }
     )
     reader.subscribe([topic])
     got: list[Any] = []
@@ -201,9 +215,7 @@ def test_consumes_every_message_with_offsets_keys_and_headers(
     assert source.connected
 
 
-def test_new_consumer_resumes_exactly_after_the_commit(
-    kafka: Kafka, make: MakeSource
-) -> None:
+def test_new_consumer_resumes_exactly_after_the_commit(kafka: Kafka, make: MakeSource) -> None:
     topic, group, n = kafka.topic(), unique_name("g"), 2000
     produce(kafka.bootstrap, topic, n)
     first = make(topic, group)
@@ -238,9 +250,7 @@ def test_uncommitted_messages_are_redelivered_after_reopening(
     )
 
 
-def test_lag_reports_the_backlog_after_consuming_part(
-    kafka: Kafka, make: MakeSource
-) -> None:
+def test_lag_reports_the_backlog_after_consuming_part(kafka: Kafka, make: MakeSource) -> None:
     topic, n = kafka.topic(), 2000
     produce(kafka.bootstrap, topic, n)
     source = make(topic, unique_name("g"))
@@ -348,9 +358,7 @@ def test_an_error_in_on_assign_reaches_the_caller_of_poll_batch(
             source.poll_batch(10, 0.2)
 
 
-def test_an_error_in_on_revoke_reaches_the_caller_of_close(
-    kafka: Kafka, make: MakeSource
-) -> None:
+def test_an_error_in_on_revoke_reaches_the_caller_of_close(kafka: Kafka, make: MakeSource) -> None:
     topic = kafka.topic()
     produce(kafka.bootstrap, topic, 40)
     source = make(topic, unique_name("g"), on_revoke=refuse)
@@ -364,7 +372,11 @@ def test_an_error_in_on_revoke_reaches_the_caller_of_close(
 def invalid_message() -> tuple[RawMessage, InvalidEvent]:
     value = b'{"schema_version": 1, "event_id": \xff'
     msg = RawMessage(
-        value=value, key=b"run-7|math", topic="rl.rollouts", partition=3, offset=12345,
+        value=value,
+        key=b"run-7|math",
+        topic="rl.rollouts",
+        partition=3,
+        offset=12345,
         timestamp_ms=1_700_000_000_000,
         headers=(("traceparent", b"00-abc-01"), ("bin", b"\x00\xff")),
     )
@@ -373,9 +385,7 @@ def invalid_message() -> tuple[RawMessage, InvalidEvent]:
     return msg, refused.value
 
 
-def test_dead_letter_keeps_the_original_bytes_and_every_header(
-    kafka: Kafka, backend: str
-) -> None:
+def test_dead_letter_keeps_the_original_bytes_and_every_header(kafka: Kafka, backend: str) -> None:
     dlq = kafka.topic(partitions=1)
     msg, refused = invalid_message()
     long_detail = refused.detail + " " + "é" * 2000
@@ -388,8 +398,13 @@ def test_dead_letter_keeps_the_original_bytes_and_every_header(
     assert (record.value(), record.key()) == (msg.value, msg.key)
     headers = record.headers()
     assert [name for name, _ in headers] == [
-        REASON_HEADER, DETAIL_HEADER, SOURCE_TOPIC_HEADER, SOURCE_PARTITION_HEADER,
-        SOURCE_OFFSET_HEADER, "traceparent", "bin",
+        REASON_HEADER,
+        DETAIL_HEADER,
+        SOURCE_TOPIC_HEADER,
+        SOURCE_PARTITION_HEADER,
+        SOURCE_OFFSET_HEADER,
+        "traceparent",
+        "bin",
     ]
     values = dict(headers)
     assert values[REASON_HEADER] == refused.reason.encode() == b"invalid_json"
@@ -463,6 +478,9 @@ def test_kafka_python_refuses_a_config_key_it_cannot_translate() -> None:
 def test_extra_config_cannot_turn_auto_commit_back_on(backend_name: str) -> None:
     with pytest.raises(SourceError, match=re.escape("'enable.auto.commit'")):
         make_source(
-            backend_name, ANY_ADDRESS, ["t"], "g",  # type: ignore[arg-type]
+            backend_name,
+            ANY_ADDRESS,
+            ["t"],
+            "g",  # type: ignore[arg-type]
             extra_config={"enable.auto.commit": True},
         )

@@ -73,14 +73,21 @@ class Broker:
         self.process: subprocess.Popen[bytes] | None = None
         cluster_id = self._java("kafka.tools.StorageTool", "random-uuid").strip()
         self._java(
-            "kafka.tools.StorageTool", "format", "--standalone", "-t", cluster_id,
-            "-c", str(self.config),
+            "kafka.tools.StorageTool",
+            "format",
+            "--standalone",
+            "-t",
+            cluster_id,
+            "-c",
+            str(self.config),
         )
 
     def _command(self, main: str, *args: str) -> list[str]:
-        logging = [
-            f"-Dlog4j2.configurationFile={LOG4J_CONFIG}", f"-Dkafka.logs.dir={self.workdir}"
-        ] if LOG4J_CONFIG.exists() else []
+        logging = (
+            [f"-Dlog4j2.configurationFile={LOG4J_CONFIG}", f"-Dkafka.logs.dir={self.workdir}"]
+            if LOG4J_CONFIG.exists()
+            else []
+        )
         return ["java", "-Xmx256m", *logging, "-cp", f"{LIBS}/*", main, *args]
 
     def _java(self, main: str, *args: str) -> str:
@@ -117,8 +124,9 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     if shutil.which("java") is None:
         pytest.fail("java is not on PATH; deploy/install.sh installs it", pytrace=False)
     if not any(LIBS.glob("kafka_2.13-*.jar")):
-        pytest.fail(f"no Kafka broker jars in {LIBS}; deploy/install.sh fetches them",
-                    pytrace=False)
+        pytest.fail(
+            f"no Kafka broker jars in {LIBS}; deploy/install.sh fetches them", pytrace=False
+        )
     broker = Broker(tmp_path_factory.mktemp("kafka"))
     broker.start()
     try:
@@ -147,9 +155,14 @@ def test_source_rides_out_a_broker_outage(broker: Broker, backend: str) -> None:
     produce(broker.bootstrap, topic, 100)
     source = make_source(
         backend,  # type: ignore[arg-type]
-        broker.bootstrap, [topic], f"g-{topic}",
-        extra_config={"reconnect.backoff.max.ms": 1000, "session.timeout.ms": 6000,
-                      "heartbeat.interval.ms": 500},
+        broker.bootstrap,
+        [topic],
+        f"g-{topic}",
+        extra_config={
+            "reconnect.backoff.max.ms": 1000,
+            "session.timeout.ms": 6000,
+            "heartbeat.interval.ms": 500,
+        },
     )
     try:
         got = 0
