@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from detectors import (
+    DETECTORS,
     BankConfig,
     DetectorBank,
     ErrorRate,
@@ -221,7 +222,11 @@ def test_bank_indices() -> None:
 
     bank = DetectorBank()
     found = [(i, a.detector, a.severity) for i, e in enumerate(stream()) for a in bank.update(e)]
-    assert found == [(4098, "reward_shift", "page"), (4175, "error_rate", "page")]
+    assert found == [
+        (4098, "reward_shift", "page"),
+        (4179, "error_rate", "page"),
+        (4533, "reward_distribution", "warning"),
+    ]
 
 
 # -- behaviour -------------------------------------------------------------------------------
@@ -394,13 +399,11 @@ def test_length_anomaly_skips_missing_lengths() -> None:
 def test_bank_shares_its_budget_among_budgeted_detectors() -> None:
     bank = DetectorBank(BankConfig(arl0=1_000_000))
     arl0s = {i: getattr(d, "arl0", None) for i, d in bank.detectors.items()}
-    assert arl0s == {
-        "error_rate": 4_000_000,
-        "masked_failure": None,
-        "reward_shift": 4_000_000,
-        "length_anomaly": 4_000_000,
-        "truncation_rate": 4_000_000,
-    }
+    unbudgeted = {"masked_failure", "group_invariant"}
+    assert list(arl0s) == list(DETECTORS)
+    assert {i for i, a in arl0s.items() if a is None} == unbudgeted
+    # 13 of the 15 detectors spend budget: each gets 13 times the bank's.
+    assert {a for a in arl0s.values() if a is not None} == {13_000_000}
     only = DetectorBank(BankConfig(arl0=1e5, enabled=("reward_shift", "masked_failure")))
     assert list(only.detectors) == ["reward_shift", "masked_failure"]
     assert only.detectors["reward_shift"].threshold == pytest.approx(cusum_threshold(0.5, 1e5 / 8))
