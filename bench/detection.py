@@ -104,7 +104,7 @@ class Plan:
         if quick:
             return cls(True, seed, 1, 8_000, 10, True, 5000, (2000, 3000),
                        20, 3, 1_000_000, 2, 500_000, 200_000, 5_000)  # fmt: skip
-        return cls(False, seed, 10, 50_000, 40, False, 5000, (2000, 5000),
+        return cls(False, seed, 10, 50_000, 30, False, 5000, (2000, 5000),
                    200, 40, 25_000_000, 4, 10_000_000, 5_000_000, 200_000)  # fmt: skip
 
 

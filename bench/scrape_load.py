@@ -237,6 +237,7 @@ def measure(
         "ROLLOUT_MONITOR_HTTP__LISTEN": f"127.0.0.1:{port}",
     }
     command = [sys.executable, "-m", "bench.scrape_load", "--worker", "--events", str(events)]
+    load_before = os.getloadavg()[0]
     # The daemon keeps any state relative to its working directory: a scratch one.
     with tempfile.TemporaryDirectory(prefix="scrape-load-") as scratch:
         proc = subprocess.Popen(command, env=env, cwd=scratch, stdout=subprocess.PIPE)
@@ -256,6 +257,8 @@ def measure(
         raise RuntimeError(f"the daemon's process exited with {proc.returncode}")
     result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
     result["interval_s"] = interval
+    # Other work on the machine shows here; compare runs of similar load.
+    result["loadavg_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
     if scraper is not None:
         result.update(scraper.summary())
     return result

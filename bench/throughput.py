@@ -58,7 +58,9 @@ class Config:
     partitions: int
     latency_rate: float
     latency_seconds: float
-    rss_points: tuple[int, ...]
+    max_seconds: float
+    state_points: tuple[int, ...]
+    state_events_per_segment: int
     extras: bool
     scrapes: int
     cpu: int | None
@@ -77,6 +79,7 @@ class Plan:
     target: int
     backend: str = "confluent"
     librdkafka: dict[str, Any] = field(default_factory=dict)
+    checkpoint_store: str | None = None
 
 
 def parse_args(argv: Sequence[str] | None) -> Config:
@@ -91,6 +94,9 @@ def parse_args(argv: Sequence[str] | None) -> Config:
     p.add_argument("--partitions", type=int, default=4)
     p.add_argument("--latency-rate", type=float, help="events/s of the latency run (default 50k)")
     p.add_argument("--latency-seconds", type=float, help="length of the latency run (default 30)")
+    p.add_argument(
+        "--max-seconds", type=float, help="cap on each measurement (default 45; quick 5)"
+    )
     p.add_argument("--quick", action="store_true", help="small and fast, for development and tests")
     p.add_argument(
         "--cpu",
@@ -102,7 +108,7 @@ def parse_args(argv: Sequence[str] | None) -> Config:
     p.add_argument("--results", type=Path, default=RESULTS_PATH)
     p.add_argument("--doc", type=Path, default=DOC_PATH)
     a = p.parse_args(argv)
-    events = a.events or (200_000 if a.quick else 2_000_000)
+    events = a.events or (100_000 if a.quick else 2_000_000)
     return Config(
         bootstrap=a.bootstrap,
         events=events,
@@ -112,10 +118,12 @@ def parse_args(argv: Sequence[str] | None) -> Config:
         slow_events=min(events, a.slow_events or (20_000 if a.quick else 500_000)),
         partitions=a.partitions,
         latency_rate=a.latency_rate or (10_000.0 if a.quick else 50_000.0),
-        latency_seconds=a.latency_seconds or (4.0 if a.quick else 30.0),
-        rss_points=() if a.quick else (a.segments, 3 * a.segments),
+        latency_seconds=a.latency_seconds or (3.0 if a.quick else 30.0),
+        max_seconds=a.max_seconds or (5.0 if a.quick else 45.0),
+        state_points=() if a.quick else (a.segments, 3 * a.segments, a.segments_large),
+        state_events_per_segment=50,
         extras=not a.quick,
-        scrapes=2 if a.quick else 5,
+        scrapes=1 if a.quick else 3,
         cpu=None if a.cpu < 0 else a.cpu,
         quick=a.quick,
         results=a.results,
@@ -144,44 +152,74 @@ def _spec(config: Config, plan: Plan) -> dict[str, Any]:
         "segments": plan.topic.segments,
         "cpu": config.cpu,
         "librdkafka": plan.librdkafka,
+        "checkpoint_store": plan.checkpoint_store,
         "scrapes": config.scrapes,
+        "max_seconds": config.max_seconds,
     }
+
+
+def _run_child(spec: dict[str, Any]) -> dict[str, Any]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench._measure", json.dumps(spec)],
+        cwd=REPO_DIR, env=_child_env(), capture_output=True, text=True, timeout=3600,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        raise RuntimeError(f"{spec['kind']} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
 
 
 def measure(config: Config, plan: Plan) -> dict[str, Any]:
     """Run ``plan`` in a fresh process; its result with the plan's name and topic."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench._measure", json.dumps(_spec(config, plan))],
-        cwd=REPO_DIR,
-        env=_child_env(),
-        capture_output=True,
-        text=True,
-        timeout=3600,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"{plan.name} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    result = _run_child(_spec(config, plan))
     result.update(name=plan.name, segments=plan.topic.segments, topic_events=plan.topic.events)
     return result
 
 
-def _plans(
-    config: Config, main: Preloaded, large: Preloaded, scaling: list[Preloaded]
-) -> list[Plan]:
+def probe_state(config: Config) -> list[dict[str, Any]]:
+    """Pipeline state against segments, in memory, at equal events per segment."""
+    results = []
+    for segments in config.state_points:
+        spec = {
+            "kind": "state",
+            "target": segments * config.state_events_per_segment,
+            "segments": segments,
+            "cpu": config.cpu,
+        }
+        result = _run_child(spec)
+        result.update(name=f"state_{segments}", segments=segments)
+        _say(f"state of {segments:,} segments: {result['extra']['state_mb']:.0f} MB "
+             f"({result['extra']['kb_per_segment']:.1f} KB per segment)")  # fmt: skip
+        results.append(result)
+    return results
+
+
+def _has_checkpoints() -> bool:
+    from monitor.config import Settings
+
+    return "checkpoint" in Settings.model_fields
+
+
+def _plans(config: Config, main: Preloaded, large: Preloaded) -> list[Plan]:
+    slow = config.slow_events
     plans = [
         Plan("ceiling", "ceiling", main, main.events, librdkafka=TUNED),
         Plan("e2e", "daemon", main, main.events),
-        Plan("e2e_kafka_python", "daemon", main, config.slow_events, backend="kafka-python"),
-        Plan("naive", "naive", main, config.slow_events, backend="kafka-python"),
+        Plan("e2e_kafka_python", "daemon", main, slow, backend="kafka-python"),
+        Plan("naive", "naive", main, slow, backend="kafka-python"),
         Plan("ceiling_large", "ceiling", large, large.events, librdkafka=TUNED),
         Plan("e2e_large", "daemon", large, large.events),
     ]
     if config.extras:
-        plans[1:1] = [
+        extras = [
             Plan("ceiling_default", "ceiling", main, main.events),
             Plan("e2e_tuned", "daemon", main, main.events, librdkafka=TUNED),
         ]
-    plans += [Plan(f"rss_{t.segments}", "daemon", t, t.events) for t in scaling]
+        if _has_checkpoints():
+            extras.append(
+                Plan("e2e_no_checkpoint", "daemon", main, main.events, checkpoint_store="none")
+            )
+        plans[2:2] = extras
     return plans
 
 
@@ -206,12 +244,7 @@ def run(config: Config) -> dict[str, Any]:
         created.append(main.topic)
         large = _preload(config, config.segments_large, config.events, seed=2)
         created.append(large.topic)
-        per_segment = config.events // config.segments_large
-        scaling = []
-        for i, segments in enumerate(config.rss_points):
-            scaling.append(_preload(config, segments, per_segment * segments, seed=3 + i))
-            created.append(scaling[-1].topic)
-        plans = _plans(config, main, large, scaling)
+        plans = _plans(config, main, large)
         measurements: list[dict[str, Any]] = []
         latency_runs: list[dict[str, Any]] = []
         for round_ in range(config.runs):
@@ -239,6 +272,7 @@ def run(config: Config) -> dict[str, Any]:
                 f"round {round_ + 1}/{config.runs} latency at {latency.achieved_rate:,.0f}/s: "
                 f"p50 {latency.p50_s:.3f} s, p99 {latency.p99_s:.3f} s"
             )
+        state = probe_state(config)
     finally:
         delete_topics(config.bootstrap, created)
     info = {
@@ -248,7 +282,9 @@ def run(config: Config) -> dict[str, Any]:
         "events": config.events,
         "segments": config.segments,
         "segments_large": config.segments_large,
-        "events_per_segment_large": per_segment,
+        "max_seconds": config.max_seconds,
+        "state_events_per_segment": config.state_events_per_segment,
+        "checkpoints": _has_checkpoints(),
         "partitions": config.partitions,
         "compression": "none",
         "runs": config.runs,
@@ -259,7 +295,7 @@ def run(config: Config) -> dict[str, Any]:
         "load_average_end": list(os.getloadavg()),
         "wall_time_s": round(time.monotonic() - started, 1),
     }
-    return summarise(info, measurements, latency_runs)
+    return summarise(info, measurements, latency_runs, state)
 
 
 def write(results: dict[str, Any], results_path: Path, doc_path: Path) -> None:

@@ -13,6 +13,8 @@ __all__ = ["BernoulliCUSUM"]
 _FREEZE_FRACTION = 0.5
 #: Learning steps between refreshes of the log-likelihood-ratio increments.
 _REFRESH = 16
+#: Standard errors added to the estimated baseline rate before it is tested against.
+_BASELINE_Z = 2.0
 
 
 class BernoulliCUSUM(_Base):
@@ -20,10 +22,12 @@ class BernoulliCUSUM(_Base):
 
     The baseline rate ``p0`` is the share of positives among the first ``warmup``
     observations; afterwards it keeps tracking the stream with exponential weights (half-life
-    ``baseline_halflife`` observations), so a slow drift is absorbed. A baseline below
-    ``min_rate`` counts as ``min_rate`` (changes below that resolution are not chased), and
-    a baseline of ``1 - min_rate`` or more leaves nothing to detect: the test pauses until
-    the baseline comes down. The alternative ``p1`` has ``odds_ratio`` times the odds of
+    ``baseline_halflife`` observations), so a slow drift is absorbed. The test uses ``p0`` =
+    the estimate plus two of its standard errors (effective memory of the weights, with the
+    dispersion below), so that neither the noise of the estimate nor its lag behind a
+    healthy drift reads as a rise. A ``p0`` below ``min_rate`` counts as ``min_rate``
+    (changes below that resolution are not chased), and an estimate of ``1 - min_rate`` or
+    more leaves nothing to detect: the test pauses until the baseline comes down. The alternative ``p1`` has ``odds_ratio`` times the odds of
     ``p0``. Observations are counted in batches of ``batch_size``; a batch with ``k``
     positives adds its log-likelihood ratio ``(k * log(p1 / p0) + (b - k) * log((1 - p1) /
     (1 - p0))) / phi`` to ``S = max(0, S + llr)``, and a rise is detected when ``S`` exceeds
@@ -78,7 +82,7 @@ class BernoulliCUSUM(_Base):
     ...     if detector.drift_detected:
     ...         print(f"rise detected at {i}: {detector.baseline_rate:.2f} -> "
     ...               f"{detector.post_change_rate:.2f}")
-    rise detected at 3069: 0.20 -> 0.41
+    rise detected at 3077: 0.21 -> 0.42
     >>> round(detector.threshold, 2)
     11.51
 
@@ -243,14 +247,19 @@ class BernoulliCUSUM(_Base):
 
     def _refresh(self) -> None:
         self._since = 0
-        p0 = max(self._p, self.min_rate)
-        if p0 >= 1.0 - self.min_rate:  # saturated: no rise left to detect
+        p = self._p
+        phi = self.dispersion
+        if p >= 1.0 - self.min_rate:  # saturated: no rise left to detect
             self._llr1 = 0.0
             self._llr0 = -1.0
             return
+        # The test's baseline is an upper confidence bound of the estimate, so that neither
+        # its noise nor its lag behind a healthy drift reads as a rise.
+        memory = min(self._n, self._n_cap - 1)
+        spread = math.sqrt(max(p, self.min_rate) * (1.0 - p) * phi / (self.batch_size * memory))
+        p0 = min(max(p + _BASELINE_Z * spread, self.min_rate), 1.0 - self.min_rate)
         odds = self.odds_ratio * p0 / (1.0 - p0)
         p1 = odds / (1.0 + odds)
-        phi = self.dispersion
         self._llr1 = math.log(p1 / p0) / phi
         self._llr0 = math.log((1.0 - p1) / (1.0 - p0)) / phi
 

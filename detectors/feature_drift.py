@@ -95,7 +95,7 @@ class FeatureDrift(_FailureModeDetector):
     ...     if detector.alarm:
     ...         print(i, detector.alarm.severity, detector.alarm.summary)
     ... # doctest: +NORMALIZE_WHITESPACE
-    5631 info timings.score_s drifted (KS distance 0.46 > 0.15): median 1.1 -> 2.1,
+    5631 info timings.score_s drifted (KS distance 0.46 > 0.16): median 1.1 -> 2.1,
     p90 2.2 -> 3.9
     """
 

@@ -10,10 +10,13 @@ import numpy as np
 
 from detectors._base import _FailureModeDetector, percent
 from detectors.alarm import Alarm, Severity
-from detectors.batch_ks import BatchKS
+from detectors.batch_ks import BatchKS, indicator_design_effect
 from detectors.protocol import EventLike
 
 __all__ = ["RewardDistribution"]
+
+#: The mass test looks for a value that was rare in the reference becoming common.
+_RARE = 0.25
 
 
 class RewardDistribution(_FailureModeDetector):
@@ -27,7 +30,9 @@ class RewardDistribution(_FailureModeDetector):
     bimodal split, a new mode, a wider spread) shows up even when the mean stays put. The
     same batch also tests the **mass at an exact value**: the share of the most frequent
     reward of the window against its share in the reference, a one-sided two-proportion
-    z-test (a default score piling up at one value). Both tests allow for the correlation of
+    z-test, for a value that held less than a quarter of the reference (a default score
+    piling up at one value; for a binary reward the share of a value is its mean, which is
+    ``reward_shift``'s business). Both tests allow for the correlation of
     the episodes of one group through the design effect of the reference window.
 
     Budget: the two tests share it (each gets ``2 * arl0``); a test runs every ``every``
@@ -70,7 +75,7 @@ class RewardDistribution(_FailureModeDetector):
     ...     if detector.alarm:
     ...         print(i, detector.alarm.severity, detector.alarm.summary)
     ... # doctest: +NORMALIZE_WHITESPACE
-    4095 warning rewards pile up at 0.8 (z 10.4 > 3.7): mean 0.49 -> 0.5, std 0.29 -> 0.29;
+    4095 warning rewards pile up at 0.8 (z 5.2 > 3.7): mean 0.49 -> 0.5, std 0.29 -> 0.29;
     most frequent value 0.8 at 0.0% -> 11%
     """
 
@@ -121,9 +126,9 @@ class RewardDistribution(_FailureModeDetector):
     def _after_test(self) -> None:
         ks = self._ks
         reference, current = ks.windows()
-        value, before, after, z = _mass_test(reference, current, max(ks.design_effect, 1.0))
+        value, before, after, z = _mass_test(reference, current, self.block)
         self._mass = z
-        rejects = ks.drift_detected or z > self._z
+        rejects = ks.drift_detected or (z > self._z and before < _RARE)
         if rejects and not self._changed:
             self._alarm = self._raise(reference, current, value, before, after, z)
         self._changed = rejects
@@ -184,11 +189,14 @@ class RewardDistribution(_FailureModeDetector):
 
 
 def _mass_test(
-    reference: np.ndarray, current: np.ndarray, deff: float
+    reference: np.ndarray, current: np.ndarray, block: int
 ) -> tuple[float, float, float, float]:
     """The most frequent value of ``current``, its share before and after, and the z of the rise.
 
-    >>> _mass_test(np.array([0.0, 1.0] * 50), np.array([0.0] * 30 + [1.0] * 10), 1.0)[:3]
+    The variance allows for the design effect of the value's indicator over both windows
+    (with the margin for its sampling error, as in :func:`compare_windows`).
+
+    >>> _mass_test(np.array([0.0, 1.0] * 50), np.array([0.0] * 30 + [1.0] * 10), 8)[:3]
     (0.0, 0.5, 0.75)
     """
     ordered = np.sort(current)
@@ -199,6 +207,9 @@ def _mass_test(
     n, m = len(current), len(reference)
     hits_after = int(counts[top])
     hits_before = int(np.count_nonzero(reference == value))
+    both = np.concatenate((reference, current)) == value
+    blocks = max(len(both) // block, 3)
+    deff = indicator_design_effect(both, block) * (1.0 + math.sqrt(2.0 / (blocks - 1)))
     pooled = (hits_after + hits_before) / (n + m)
     variance = pooled * (1.0 - pooled) * (1.0 / n + 1.0 / m) * deff
     after, before = hits_after / n, hits_before / m

@@ -317,15 +317,17 @@ class RewardHacking(_FailureModeDetector):
             )
 
     def _component_rule(self, name: str, timed_out: bool) -> bool:
-        """Rule 3 for a rise of component ``name``; True when it alarmed."""
-        rise = self._recent(f"component:{name}:up")
+        """Rule 3 for the latest rise of component ``name``; False while undecided."""
+        rise = self._seen.get(f"component:{name}:up")
         correct = self._correct
         if rise is None or not correct or self.active:
-            return False
-        if self._recent(f"component:{correct}:up") is not None:
-            return False
-        fall = self._recent(f"component:{correct}:down")
-        if fall is not None:
+            return True
+        when = rise[0]
+        up = self._seen.get(f"component:{correct}:up")
+        if up is not None and abs(up[0] - when) <= self.within:
+            return True  # correctness rose with it: learning, not hacking
+        fall = self._seen.get(f"component:{correct}:down")
+        if fall is not None and abs(fall[0] - when) <= self.within:
             how = f"'{correct}' fell from {fall[1]:.3g} to about {fall[2]:.3g}"
         elif timed_out:
             how = f"'{correct}' did not rise within {self.within} events"

@@ -75,7 +75,7 @@ class ToolFailureRate(_FailureModeDetector):
     ...     if detector.alarm:
     ...         print(i, detector.alarm.summary)
     ... # doctest: +NORMALIZE_WHITESPACE
-    3055 share of episodes with a failed tool call rose from 10% to about 39%
+    3087 share of episodes with a failed tool call rose from 10% to about 37%
     3874 tool-call failure ratio 31% (lower bound 20%) over 1716 calls of the last 500 episodes
     """
 

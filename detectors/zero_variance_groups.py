@@ -90,7 +90,7 @@ class ZeroVarianceGroups(_FailureModeDetector):
     ...     if detector.alarm:
     ...         print(i, detector.alarm.severity, detector.alarm.summary)
     ... # doctest: +NORMALIZE_WHITESPACE
-    3375 warning share of zero-variance groups jumped from 21% to about 84%
+    3391 warning share of zero-variance groups jumped from 22% to about 92%
     5143 warning 62% of the last 400 groups have all-equal rewards (lower bound 50%):
     too_hard 57%, too_easy 4.8%, constant 0.0%
     6375 page 90% of the last 400 groups have all-equal rewards (lower bound 80%):

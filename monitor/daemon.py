@@ -43,6 +43,7 @@ from monitor.source import (
     DeadLetterSink,
     RawMessage,
     Source,
+    SourceError,
     TopicPartition,
     make_dead_letter_sink,
     make_source,
@@ -66,6 +67,7 @@ class Daemon:
         self.checkpoints: CheckpointStore | None = None
         self.checkpoint_load_failures = 0
         self.checkpoints_saved = 0
+        self.commit_failures = 0
         # Read by the HTTP thread, written by the consumer thread: the Kafka client must only be
         # called from the consumer thread (confluent-kafka blocks other threads during consume).
         self._assigned: tuple[TopicPartition, ...] = ()
@@ -194,8 +196,19 @@ class Daemon:
             if remaining:
                 log.error("dead-letter flush left %d messages; not committing", remaining)
                 return
-        self._save_checkpoints(offsets)
-        self.source.commit(offsets)
+        try:
+            self._save_checkpoints(offsets)
+        except OSError as exc:
+            log.error("checkpoint write failed (%s); offsets stay uncommitted", exc)
+            return
+        try:
+            self.source.commit(offsets)
+        except SourceError as exc:
+            # Coordinator moves and broker restarts make commits fail for a while. The
+            # checkpoint already covers these offsets and they stay pending: retried next time.
+            self.commit_failures += 1
+            log.warning("offset commit failed (%s); retrying at the next commit", exc)
+            return
         for tp in offsets:
             self._pending.pop(tp, None)
         log.debug("committed %s (%s)", offsets, why)

@@ -26,6 +26,11 @@ ErrorWhere = Literal[
 # float conversions of the summaries and detectors.
 NonNegInt = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 
+#: run_id and env_id become metric labels and event_id is remembered for deduplication:
+#: their length is bounded so that hostile input cannot inflate memory or the exposition.
+MAX_IDENTIFIER_LENGTH = 256
+Identifier = Annotated[str, msgspec.Meta(max_length=MAX_IDENTIFIER_LENGTH)]
+
 #: Reasons an input message is refused; each is a label value of
 #: ``rollout_monitor_invalid_events_total{reason}`` and a dead-letter header.
 INVALID_REASONS = (
@@ -72,10 +77,10 @@ class RolloutEvent(msgspec.Struct, frozen=True):
     """One finished episode (schema version 1). Unknown fields are ignored."""
 
     schema_version: int
-    event_id: str
+    event_id: Identifier
     ts: float
-    run_id: str
-    env_id: str
+    run_id: Identifier
+    env_id: Identifier
     status: Status
     reward: float | None
     env_version: str | None = None

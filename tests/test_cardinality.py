@@ -126,12 +126,7 @@ def test_a_million_distinct_envs_keep_series_and_memory_bounded() -> None:
     assert after - halfway < PLATEAU_BOUND, f"RSS grew {(after - halfway) / MiB:.0f} MiB"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="identifier length is not bounded: a segment label or a remembered event_id may "
-    "be as long as a message (1 MiB), so the cap bounds counts, not bytes",
-)
-def test_long_identifiers_do_not_multiply_the_exposition_and_memory() -> None:
+def test_long_identifiers_are_refused_so_they_cannot_inflate_the_exposition() -> None:
     pipeline = Pipeline(
         PipelineSettings(max_segments=4, dedup_window=1000),
         DetectorSettings(),
@@ -151,9 +146,10 @@ def test_long_identifiers_do_not_multiply_the_exposition_and_memory() -> None:
         for i in range(4)
     ]
     pipeline.process_messages(batch)
-    assert pipeline.counters.processed == 4
+    assert pipeline.counters.processed == 0
+    assert pipeline.counters.invalid["invalid_value"] == 4
     size = len(generate_latest(registry))
-    assert size < 4 * MiB, f"exposition of 4 segments is {size / MiB:.0f} MiB"
+    assert size < 64 * 1024, f"exposition is {size} bytes"
 
 
 # -- the daemon on the broker --------------------------------------------------------------

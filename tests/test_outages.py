@@ -58,7 +58,23 @@ def produce(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]]) -> 
 
 
 def metric(daemon: DaemonProcess, name: str, **labels: str) -> float:
-    return daemon.sample(name, labels)
+    """A sample of the daemon's /metrics; if it does not answer, fail with how the daemon ended."""
+    try:
+        return daemon.sample(name, labels)
+    except OSError as exc:
+        raise AssertionError(f"/metrics does not answer ({exc}); {how_it_ended(daemon)}") from None
+
+
+def how_it_ended(daemon: DaemonProcess, wait_s: float = 20.0) -> str:
+    """The daemon's exit code and the end of its log without the Kafka clients' noise."""
+    assert daemon.proc is not None
+    try:
+        code: int | str = daemon.proc.wait(wait_s)
+    except subprocess.TimeoutExpired:
+        code = "still running"
+    lines = daemon.log_path.read_text(errors="replace").splitlines()
+    quiet = [line for line in lines if "rdkafka" not in line and "producer error" not in line]
+    return f"exit code {code}; log:\n" + "\n".join(quiet[-30:])
 
 
 def readyz_status(url: str) -> str | None:

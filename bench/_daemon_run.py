@@ -1,0 +1,182 @@
+"""The ``daemon`` kind of :mod:`bench._measure`: ``monitor.daemon.Daemon.run()`` itself.
+
+That is the code path of ``rollout-monitor run``: source, pipeline with the default detector
+set, dead-letter producer, metrics registry and HTTP server, checkpoints and offset commits.
+Alertmanager delivery is off (the benchmark must not post to the shared stack's one) and the
+checkpoint directory is a temporary one. A watcher thread reads the pipeline's ``processed``
+counter, the number ``rollout_monitor_events_processed_total`` exports, and stops the daemon
+at the target or when time is up; before that, ``/metrics`` is scraped over HTTP.
+"""
+
+from __future__ import annotations
+
+import http.client
+import tempfile
+import threading
+import time
+from typing import Any
+
+import numpy as np
+
+from bench._measure import Result, Spec, Stopwatch, peak_rss_mb, time_scrapes
+
+#: Seconds between two reads of the processed counter (throughput runs).
+WATCH_INTERVAL_S = 0.01
+#: Seconds between two reads of the processed counter (latency runs).
+LATENCY_INTERVAL_S = 0.001
+
+
+def _kafka_settings_class(librdkafka: dict[str, Any]) -> Any:
+    """``KafkaSettings``, or a subclass adding ``librdkafka`` to the client configuration.
+
+    The daemon passes ``client_config()`` to its consumer (and dead-letter producer); the
+    subclass is how the benchmark tries consumer settings the daemon does not expose.
+    """
+    from monitor.config import KafkaSettings
+
+    if not librdkafka:
+        return KafkaSettings
+    added = {key: str(value) for key, value in librdkafka.items()}
+
+    class TunedKafkaSettings(KafkaSettings):
+        def client_config(self) -> dict[str, str]:
+            return {**super().client_config(), **added}
+
+    return TunedKafkaSettings
+
+
+def settings_for(spec: Spec, state_dir: str, **pipeline: Any) -> Any:
+    """The daemon's settings for ``spec``: defaults, except where the benchmark needs more."""
+    from monitor.config import AlertmanagerSettings, HttpSettings, PipelineSettings, Settings
+
+    optional: dict[str, Any] = {}
+    if "checkpoint" in Settings.model_fields:
+        checkpoint = {"directory": state_dir}
+        if spec.checkpoint_store is not None:
+            checkpoint["store"] = spec.checkpoint_store
+        optional["checkpoint"] = checkpoint
+    return Settings(
+        **optional,
+        kafka=_kafka_settings_class(spec.librdkafka)(
+            backend=spec.backend,
+            bootstrap_servers=spec.bootstrap or "127.0.0.1:9092",
+            topics=(spec.topic or "rl.rollouts",),
+            group_id=spec.group or "rollout-monitor",
+            dead_letter_topic=(spec.topic or "rl.rollouts") + ".dlq",
+        ),
+        pipeline=PipelineSettings(
+            max_segments=max(1000, spec.segments),
+            batch_max_events=spec.batch_max_events,
+            **pipeline,
+        ),
+        alertmanager=AlertmanagerSettings(url=None),
+        http=HttpSettings(listen="127.0.0.1:0"),
+    )
+
+
+def _http_get(port: int, path: str) -> bytes:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        body = response.read()
+        if response.status != 200:
+            raise RuntimeError(f"GET {path}: HTTP {response.status}")
+        return body
+    finally:
+        conn.close()
+
+
+def _exported_processed(body: bytes) -> float:
+    for line in body.splitlines():
+        if line.startswith(b"rollout_monitor_events_processed_total "):
+            return float(line.split()[1])
+    raise RuntimeError("rollout_monitor_events_processed_total not in the scrape")
+
+
+class Watcher(threading.Thread):
+    """Watches the processed counter; scrapes, then stops the daemon when the run is over."""
+
+    def __init__(self, daemon: Any, spec: Spec) -> None:
+        super().__init__(name="bench-watcher", daemon=True)
+        self.daemon_ = daemon
+        self.spec = spec
+        self.watch = Stopwatch(spec.target, spec.max_seconds)
+        self.processed = 0
+        self.samples: list[tuple[float, int]] = []
+        self.found: dict[str, Any] = {}
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self._watch()
+            self.found = {**self._state(), "rss_after_consume_mb": peak_rss_mb()}
+            self.found.update(self._scrape())
+        except BaseException as exc:
+            self.error = exc
+        finally:
+            self.daemon_.stop()
+
+    def _watch(self) -> None:
+        spec = self.spec
+        interval = LATENCY_INTERVAL_S if spec.latency_samples else WATCH_INTERVAL_S
+        deadline = time.monotonic() + spec.timeout_s
+        while self.daemon_.pipeline is None:
+            time.sleep(0.001)
+        counters = self.daemon_.pipeline.counters
+        record = self.samples.append if spec.latency_samples else None
+        announced = False
+        while True:
+            if not announced and self._ready():
+                print("READY", flush=True)  # the latency run starts producing now
+                announced = True
+            self.processed = processed = counters.processed
+            if record is not None:
+                record((time.time(), processed))
+            if self.watch.done(processed):
+                return
+            if not processed and time.monotonic() > deadline:
+                raise TimeoutError(f"the daemon processed nothing from {spec.topic}")
+            time.sleep(interval)
+
+    def _ready(self) -> bool:
+        return self.daemon_.http is not None and self.daemon_.readiness()[0]
+
+    def _state(self) -> dict[str, Any]:
+        # Read before the stop: the revoke at close drops the partitions' state.
+        pipeline = self.daemon_.pipeline
+        segments = pipeline.segments.snapshot()
+        return {
+            "segments": len(segments),
+            "overflow_events": pipeline.segments.overflow_events,
+            "invalid": sum(pipeline.counters.invalid.values()),
+            "duplicates": pipeline.counters.duplicates,
+            "batches": pipeline.counters.batches,
+            "alarms": sum(pipeline.tracker.alarms_total.values()),
+            "detectors": sorted(segments[0].bank.detectors) if segments else [],
+        }
+
+    def _scrape(self) -> dict[str, Any]:
+        port = self.daemon_.http.port
+        result, body = time_scrapes(lambda: _http_get(port, "/metrics"), self.spec.scrapes)
+        result["exported_processed"] = _exported_processed(body)
+        return result
+
+
+def run_daemon(spec: Spec) -> Result:
+    from monitor.daemon import Daemon
+
+    with tempfile.TemporaryDirectory(prefix="bench-state-") as state_dir:
+        daemon = Daemon(settings_for(spec, state_dir))
+        watcher = Watcher(daemon, spec)
+        watcher.start()
+        daemon.run()
+        watcher.join()
+    if watcher.error is not None:
+        raise watcher.error
+    if spec.latency_samples:
+        np.save(spec.latency_samples, np.array(watcher.samples, dtype=float))
+    checkpoint = getattr(daemon.settings, "checkpoint", None)
+    extra = {**watcher.found, "checkpoint_store": getattr(checkpoint, "store", None)}
+    segments = extra.pop("segments")
+    return watcher.watch.result("daemon", spec.backend, watcher.processed, segments, extra)
