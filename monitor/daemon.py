@@ -36,6 +36,7 @@ from monitor.checkpoint import (
     KafkaTopicStore,
 )
 from monitor.config import Settings
+from monitor.exposition import SegmentExposition
 from monitor.http import MonitorHTTPServer
 from monitor.metrics import ConsumerState, build_registry
 from monitor.pipeline import Pipeline
@@ -304,14 +305,27 @@ class Daemon:
             checkpoint_load_failures=lambda: self.checkpoint_load_failures,
             checkpoints_saved=lambda: self.checkpoints_saved,
         )
-        registry = build_registry(self.pipeline, consumer, client)
+        segments = SegmentExposition(self.pipeline)
+        registry = build_registry(
+            self.pipeline,
+            consumer,
+            client,
+            per_segment=False,
+            extra_cost=lambda: segments.last_seconds,
+        )
         h = self.settings.http
         auth = None
         if h.basic_auth_username and h.basic_auth_password is not None:
             auth = (h.basic_auth_username, h.basic_auth_password.get_secret_value())
         tls = (h.tls_cert_file, h.tls_key_file) if h.tls_cert_file and h.tls_key_file else None
         self.http = MonitorHTTPServer(
-            h.host, h.port, registry, self.readiness, basic_auth=auth, tls=tls
+            h.host,
+            h.port,
+            registry,
+            self.readiness,
+            basic_auth=auth,
+            tls=tls,
+            extra=segments.render,
         ).start()
         log.info("serving /metrics, /healthz, /readyz on %s", h.listen)
 

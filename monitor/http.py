@@ -34,7 +34,10 @@ class _Handler(BaseHTTPRequestHandler):
             return
         path = self.path.split("?", 1)[0]
         if path == "/metrics":
-            self._send(200, generate_latest(self.server.registry), CONTENT_TYPE_LATEST)
+            body = generate_latest(self.server.registry)
+            if self.server.extra is not None:
+                body += self.server.extra()
+            self._send(200, body, CONTENT_TYPE_LATEST)
         elif path == "/healthz":
             self._send(200, b"ok\n")
         elif path == "/readyz":
@@ -76,10 +79,12 @@ class MonitorHTTPServer(ThreadingHTTPServer):
         *,
         basic_auth: tuple[str, str] | None = None,
         tls: tuple[Path, Path] | None = None,
+        extra: Callable[[], bytes] | None = None,
     ) -> None:
         super().__init__((host, port), _Handler)
         self.registry = registry
         self.readiness = readiness
+        self.extra = extra  # more exposition text appended to the registry's
         self._expected_auth = (
             "Basic " + base64.b64encode(f"{basic_auth[0]}:{basic_auth[1]}".encode()).decode()
             if basic_auth

@@ -284,15 +284,16 @@ class CollectCostCollector(Collector):
     ``rollout_monitor_collect_duration_seconds 0.004``
     """
 
-    def __init__(self) -> None:
+    def __init__(self, extra: Callable[[], float] = lambda: 0.0) -> None:
         self.seconds = 0.0
+        self.extra = extra  # cost spent outside the registry (the previous segment render)
 
     def timed(self, inner: Collector) -> Collector:
         """Wrap ``inner`` so that its collect time is added to this scrape's total."""
         return _Timed(inner, self)
 
     def collect(self) -> Iterator[Metric]:
-        spent, self.seconds = self.seconds, 0.0
+        spent, self.seconds = self.seconds + self.extra(), 0.0
         yield GaugeMetricFamily(
             "rollout_monitor_collect_duration_seconds",
             "Time the current scrape spent collecting the other metrics.",
@@ -316,16 +317,19 @@ def build_registry(
     pipeline: Pipeline,
     consumer: ConsumerState | None = None,
     alert_client: AlertmanagerClient | None = None,
+    per_segment: bool = True,
+    extra_cost: Callable[[], float] = lambda: 0.0,
 ) -> CollectorRegistry:
-    """A fresh registry with every collector of the daemon."""
+    """A fresh registry with every collector of the daemon.
+
+    ``per_segment=False`` leaves out the per-segment families, which the HTTP endpoint
+    renders with ``monitor.exposition.SegmentExposition`` instead (same samples, faster).
+    """
     registry = CollectorRegistry(auto_describe=False)
-    cost = CollectCostCollector()
-    collectors: list[Collector] = [
-        BuildInfoCollector(),
-        PipelineCollector(pipeline, consumer),
-        SegmentCollector(pipeline),
-        DetectorCollector(pipeline),
-    ]
+    cost = CollectCostCollector(extra_cost)
+    collectors: list[Collector] = [BuildInfoCollector(), PipelineCollector(pipeline, consumer)]
+    if per_segment:
+        collectors += [SegmentCollector(pipeline), DetectorCollector(pipeline)]
     if alert_client is not None:
         collectors.append(AlertDeliveryCollector(alert_client))
     for collector in collectors:
