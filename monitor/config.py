@@ -35,6 +35,9 @@ class KafkaSettings(BaseModel):
     topics: Annotated[tuple[str, ...], NoDecode] = ("rl.rollouts",)
     group_id: str = "rollout-monitor"
     dead_letter_topic: str = "rl.rollouts.dlq"
+    # How long the group waits for a member that stopped heartbeating (a killed daemon)
+    # before its partitions move; the broker accepts 6,000 ms and more by default.
+    session_timeout_ms: int = Field(10_000, ge=1_000, le=3_600_000)
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_username: str | None = None

@@ -132,7 +132,7 @@ class Daemon:
                 s.kafka.group_id,
                 on_assign=self._on_assign,
                 on_revoke=self._on_revoke,
-                extra_config=extra,
+                extra_config={**extra, "session.timeout.ms": s.kafka.session_timeout_ms},
             )
             stack.callback(self.source.close)
             self._start_http(client)

@@ -36,6 +36,8 @@ def _env(stack: Stack, topic: str, group: str, tmp: Path, **extra: str) -> dict[
         "ROLLOUT_MONITOR_ALERTMANAGER__ALERTS_FILE": str(tmp / "alerts.jsonl"),
         "ROLLOUT_MONITOR_CHECKPOINT__DIRECTORY": str(tmp / "checkpoints"),
         "ROLLOUT_MONITOR_PIPELINE__COMMIT_EVERY_SECONDS": "0.5",
+        # A killed member's partitions move after this; the broker's minimum.
+        "ROLLOUT_MONITOR_KAFKA__SESSION_TIMEOUT_MS": "6000",
     }
     env.update(extra)
     return env
