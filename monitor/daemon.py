@@ -75,6 +75,11 @@ class Daemon:
         self._connected = False
         self._lag: dict[TopicPartition, int] = {}
         self._last_refresh = 0.0
+        # Next offset of every partition processed so far, and of revoked partitions whose
+        # state is kept until the next assignment shows whether they come back (a lost
+        # session during a broker outage revokes everything, and nobody else takes over).
+        self._positions: dict[TopicPartition, int] = {}
+        self._parked: dict[TopicPartition, int] = {}
 
     # -- control ---------------------------------------------------------------------------
     def stop(self) -> None:
@@ -180,6 +185,7 @@ class Daemon:
             key = (msg.topic, msg.partition)
             if msg.offset + 1 > pending.get(key, -1):
                 pending[key] = msg.offset + 1
+        self._positions.update(pending)
 
     def _commit(self, why: str, only: list[TopicPartition] | None = None) -> None:
         self._last_commit = time.monotonic()
@@ -218,23 +224,39 @@ class Daemon:
     def _on_assign(self, partitions: list[TopicPartition]) -> None:
         log.info("assigned %s", partitions)
         self._last_refresh = 0.0  # refresh the readiness and lag at the next turn
-        assert self.source is not None
+        assert self.source is not None and self.pipeline is not None
+        for tp in [tp for tp in self._parked if tp not in partitions]:
+            del self._parked[tp]
+            self.pipeline.drop(tp)
         seeks = {}
         for tp in partitions:
-            checkpoint = self._load_checkpoint(tp)
-            if checkpoint is not None:
-                seeks[tp] = checkpoint.next_offset
+            offset = self._resume(tp)
+            if offset is not None:
+                seeks[tp] = offset
         if seeks:
             log.info("resuming from checkpoints at %s", seeks)
             self.source.seek(seeks)
 
+    def _resume(self, tp: TopicPartition) -> int | None:
+        """Where ``tp`` resumes: the state kept since its revoke when nobody moved it on,
+        else its checkpoint; None to start fresh from the committed offset."""
+        parked = self._parked.pop(tp, None)
+        checkpoint = self._load_checkpoint(tp, keep=parked is not None)
+        if parked is not None and (checkpoint is None or checkpoint.next_offset == parked):
+            return parked
+        if checkpoint is None:
+            return None
+        assert self.pipeline is not None
+        self.pipeline.restore(tp, checkpoint.state)
+        return checkpoint.next_offset
+
     def _on_revoke(self, partitions: list[TopicPartition]) -> None:
         log.info("revoked %s; committing their processed offsets", partitions)
         self._commit("revoke", only=partitions)
-        assert self.pipeline is not None
         for tp in partitions:
-            self.pipeline.drop(tp)
             self._pending.pop(tp, None)
+            if tp in self._positions:
+                self._parked[tp] = self._positions[tp]
 
     # -- checkpoints -----------------------------------------------------------------------
     def _checkpoint_store(self) -> CheckpointStore | None:
@@ -258,21 +280,21 @@ class Daemon:
         )
         self.checkpoints_saved += len(offsets)
 
-    def _load_checkpoint(self, tp: TopicPartition) -> Checkpoint | None:
+    def _load_checkpoint(self, tp: TopicPartition, keep: bool = False) -> Checkpoint | None:
+        """The stored checkpoint of ``tp`` (None when absent or unusable: the partition then
+        starts fresh from its committed offset, or from the state kept since its revoke). The
+        in-memory state of ``tp`` is dropped first unless ``keep``."""
         assert self.pipeline is not None
-        self.pipeline.drop(tp)
+        if not keep:
+            self.pipeline.drop(tp)
         if self.checkpoints is None:
             return None
         try:
-            checkpoint = self.checkpoints.load(*tp)
+            return self.checkpoints.load(*tp)
         except CheckpointError as exc:
             self.checkpoint_load_failures += 1
-            log.error("%s; starting %s fresh from its committed offset", exc, tp)
+            log.error("%s; %s resumes without it", exc, tp)
             return None
-        if checkpoint is None:
-            return None
-        self.pipeline.restore(tp, checkpoint.state)
-        return checkpoint
 
     # -- endpoints -------------------------------------------------------------------------
     def _alert_client(self) -> AlertmanagerClient | None:
