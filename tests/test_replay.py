@@ -70,7 +70,7 @@ def test_jsonl_and_parquet_give_the_same_alerts(
 def test_several_files_are_one_stream_and_bad_lines_are_counted(
     stream_files: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    jsonl, parquet = stream_files
+    jsonl, _ = stream_files
     lines = jsonl.read_bytes().splitlines()
     first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
     first.write_bytes(b"\n".join([*lines[:12_000], b"{broken", b'{"schema_version": 4}']) + b"\n")
