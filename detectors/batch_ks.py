@@ -86,8 +86,10 @@ def design_effect(values: np.ndarray, block: int, ordered: np.ndarray | None = N
 
     The Kolmogorov-Smirnov process is a set of such indicators; the three quartiles cover
     where it varies most, and mid-distribution cuts are insensitive to heavy tails. A cut at
-    a value that holds the top of the distribution uses "at or above" instead. ``ordered``
-    is ``values`` sorted, when at hand. See :func:`indicator_design_effect`.
+    a value that holds the top of the distribution uses "at or above" instead. The quartiles
+    are taken from ``ordered`` (sorted values; by default ``values`` sorted, but a sorted
+    part of them, such as the reference window, will do). See
+    :func:`indicator_design_effect`.
 
     >>> rng = np.random.default_rng(0)
     >>> round(design_effect(np.repeat(rng.standard_normal(128), 8), 16), 1)  # groups of 8
@@ -121,7 +123,7 @@ def compare_windows(
     ref_sorted = np.sort(reference)
     d = ks_statistic(ref_sorted, np.sort(current))
     both = np.concatenate((reference, current))
-    deff = design_effect(both, block)
+    deff = design_effect(both, block, ref_sorted)
     running = deff if running == 0.0 else running + _DEFF_WEIGHT * (deff - running)
     blocks = max(len(both) // block, 3)
     return d, max(deff, running) * (1.0 + math.sqrt(2.0 / (blocks - 1))), running
@@ -131,8 +133,9 @@ class BatchKS(_Base):
     """Compares the last ``window`` values with the ``reference`` values before them.
 
     Values go into a ring buffer of ``reference + window`` floats (allocated as it fills);
-    every ``every`` values (once the ring is full) the two-sample Kolmogorov-Smirnov distance ``D`` between the older
-    ``reference`` values and the newer ``window`` values is computed. The reference slides
+    every ``every`` values (once the ring is full) the two-sample Kolmogorov-Smirnov
+    distance ``D`` between the older ``reference`` values and the newer ``window`` values is
+    computed. The reference slides
     with the stream, so a slow drift (healthy learning) moves both windows together and only
     a change faster than the window span shows up.
 
@@ -179,7 +182,7 @@ class BatchKS(_Base):
     ...         print(f"distribution changed at {i}, D = {detector.statistic:.3f}")
     distribution changed at 5375, D = 0.153
     >>> round(detector.threshold, 3)
-    0.121
+    0.118
 
     References
     ----------

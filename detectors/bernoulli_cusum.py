@@ -27,10 +27,11 @@ class BernoulliCUSUM(_Base):
     dispersion below), so that neither the noise of the estimate nor its lag behind a
     healthy drift reads as a rise. A ``p0`` below ``min_rate`` counts as ``min_rate``
     (changes below that resolution are not chased), and an estimate of ``1 - min_rate`` or
-    more leaves nothing to detect: the test pauses until the baseline comes down. The alternative ``p1`` has ``odds_ratio`` times the odds of
-    ``p0``. Observations are counted in batches of ``batch_size``; a batch with ``k``
-    positives adds its log-likelihood ratio ``(k * log(p1 / p0) + (b - k) * log((1 - p1) /
-    (1 - p0))) / phi`` to ``S = max(0, S + llr)``, and a rise is detected when ``S`` exceeds
+    more leaves nothing to detect: the test pauses until the baseline comes down. The
+    alternative ``p1`` has ``odds_ratio`` times the odds of ``p0``. Observations are counted
+    in batches of ``batch_size``; a batch with ``k`` positives adds its log-likelihood ratio
+    ``(k * log(p1 / p0) + (b - k) * log((1 - p1) / (1 - p0))) / phi`` to
+    ``S = max(0, S + llr)``, and a rise is detected when ``S`` exceeds
     ``h = log(arl0 / batch_size)``.
 
     Calibration by analysis: for a CUSUM of log-likelihood ratios of independent

@@ -29,8 +29,9 @@ class _Component:
 class ComponentImbalance(_FailureModeDetector):
     """Warns when a reward component saturates or comes to dominate the reward's variance.
 
-    Per reward component (the first ``max_components`` names seen), the values of training
-    episodes are summed over batches of ``batch`` episodes; the per-event work is three
+    Per reward component (the first ``max_components`` names seen), the values of completed
+    training episodes (truncated and failed ones carry zeros in every component, which would
+    hide a saturation) are summed over batches of ``batch`` episodes; the per-event work is three
     additions per component. At the end of each batch, for every component present in at
     least half of it, two change detectors (:class:`~detectors.cusum.MeanShiftCUSUM`, one
     observation per batch, baselines that absorb slow drift) are updated:
@@ -85,7 +86,7 @@ class ComponentImbalance(_FailureModeDetector):
     >>> def episode(i):
     ...     fmt = 1.0 if i >= 6000 else float(rng.random() < 0.7)
     ...     parts = {"correct": float(rng.random() < 0.4), "format": fmt}
-    ...     return SimpleNamespace(phase="train", reward_components=parts)
+    ...     return SimpleNamespace(phase="train", status="completed", reward_components=parts)
     >>> detector = ComponentImbalance()
     >>> for i in range(9000):
     ...     detector.update(episode(i))
@@ -179,7 +180,7 @@ class ComponentImbalance(_FailureModeDetector):
         if self._alarm is not None:
             self._alarm = None
         components = event.reward_components
-        if not components or event.phase == "eval":
+        if not components or event.status != "completed" or event.phase == "eval":
             return
         parts = self._parts
         for name, value in components.items():

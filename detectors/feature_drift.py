@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from array import array
 from collections.abc import Mapping
+from types import SimpleNamespace
 from typing import ClassVar
 
 import numpy as np
@@ -12,7 +13,7 @@ import numpy as np
 from detectors._base import _FailureModeDetector, check_param
 from detectors.alarm import Alarm, Severity
 from detectors.batch_ks import BatchKS, compare_windows, ks_critical_value
-from detectors.protocol import EventLike
+from detectors.protocol import EventLike, TimingsLike
 
 __all__ = ["NUMERIC_FIELDS", "TIMING_FIELDS", "FeatureDrift"]
 
@@ -29,6 +30,8 @@ NUMERIC_FIELDS = (
 )
 #: Fields of ``timings`` that may be watched (as ``timings.<name>``).
 TIMING_FIELDS = ("generate_s", "env_s", "score_s", "queue_s", "total_s")
+#: Stands in for a missing ``timings`` object: every timing is missing.
+_NO_TIMINGS: TimingsLike = SimpleNamespace(**dict.fromkeys((*TIMING_FIELDS, "score_timeout_s")))
 
 
 class FeatureDrift(_FailureModeDetector):
@@ -40,8 +43,8 @@ class FeatureDrift(_FailureModeDetector):
     ``every`` events, per field, the values of the newest ``window`` events are compared with
     those of the ``reference`` events before them by a two-sample Kolmogorov-Smirnov test
     (:func:`~detectors.batch_ks.compare_windows`, as in :class:`~detectors.batch_ks.BatchKS`:
-    critical value from the budget, widened by the design effect of the reference window,
-    since the episodes of one group share a prompt). A field is tested when at least half of
+    critical value from the budget, widened by the design effect, since the episodes of one
+    group share a prompt). A field is tested when at least half of
     each window has a value. The reference slides, so a slow drift is absorbed and a change
     faster than the window span (a new task mix, mock data replaced by production data, a
     slower sandbox) is reported. After a detection the field's column is emptied, so the
@@ -95,22 +98,22 @@ class FeatureDrift(_FailureModeDetector):
     ...     if detector.alarm:
     ...         print(i, detector.alarm.severity, detector.alarm.summary)
     ... # doctest: +NORMALIZE_WHITESPACE
-    5631 info timings.score_s drifted (KS distance 0.46 > 0.16): median 1.1 -> 2.1,
-    p90 2.2 -> 3.9
+    6143 info timings.score_s drifted (KS distance 0.45 > 0.15): median 1.1 -> 2.1,
+    p90 2.2 -> 3.8
     """
 
     __slots__ = (
         "_active",
-        "_attributes",
         "_columns",
         "_crit",
         "_d",
         "_deff",
-        "_keys",
         "_known_keys",
         "_left",
         "_length",
+        "_metric_columns",
         "_names",
+        "_plain",
         "_pos",
         "_size",
         "_x",
@@ -132,10 +135,10 @@ class FeatureDrift(_FailureModeDetector):
         fields: tuple[str, ...] = ("prompt_tokens", "timings.generate_s", "timings.score_s"),
         metrics: bool = True,
         max_fields: int = 8,
-        window: int = 512,
+        window: int = 1024,
         reference: int = 1024,
-        every: int = 512,
-        block: int = 32,
+        every: int = 1024,
+        block: int = 64,
         arl0: float = 1_000_000,
     ) -> None:
         check_param(
@@ -165,16 +168,22 @@ class FeatureDrift(_FailureModeDetector):
         self._reset()
 
     def _reset(self) -> None:
-        plain = [name for name in self.fields if not name.startswith("metrics.")]
-        # (attribute, whether it is one of ``timings``) of the plain fields, in column order
-        self._attributes = [(n.rpartition(".")[2], n.startswith("timings.")) for n in plain]
-        self._keys: list[str] = [
-            name.partition(".")[2] for name in self.fields if name.startswith("metrics.")
-        ]
-        self._known_keys = set(self._keys)
-        self._names = plain + [f"metrics.{key}" for key in self._keys]
+        self._names = [n for n in self.fields if not n.startswith("metrics.")]
+        self._names += [n for n in self.fields if n.startswith("metrics.")]
         self._columns = [self._empty(0) for _ in self._names]
         self._length = 0
+        plain = len(self._names) - sum(1 for n in self.fields if n.startswith("metrics."))
+        # (attribute, whether it is one of ``timings``, column) of the plain fields, and
+        # (key, column) of the metrics, in column order
+        self._plain = [
+            (name.rpartition(".")[2], name.startswith("timings."), column)
+            for name, column in zip(self._names[:plain], self._columns, strict=True)
+        ]
+        self._metric_columns = [
+            (name.partition(".")[2], column)
+            for name, column in zip(self._names[plain:], self._columns[plain:], strict=True)
+        ]
+        self._known_keys = {key for key, _ in self._metric_columns}
         self._d = [0.0] * len(self._names)
         self._crit = [1.0] * len(self._names)
         self._deff = [0.0] * len(self._names)
@@ -190,38 +199,22 @@ class FeatureDrift(_FailureModeDetector):
     def update(self, event: EventLike) -> None:
         if self._alarm is not None:
             self._alarm = None
-        pos = self._pos
-        columns = self._columns
-        grow = self._length < self._size  # the columns grow until the ring is full
         timings = event.timings
-        i = 0
-        for attribute, in_timings in self._attributes:
-            source = timings if in_timings else event
-            value = None if source is None else getattr(source, attribute)
-            if grow:
-                columns[i].append(_NAN if value is None else value)
-            else:
-                columns[i][pos] = _NAN if value is None else value
-            i += 1
-        keys = self._keys
-        if keys or self.metrics:
-            metrics = event.metrics
-            for key in keys:
+        if timings is None:
+            timings = _NO_TIMINGS
+        metrics = event.metrics
+        pos = self._pos
+        if self._length < self._size:  # the columns grow until the ring is full
+            self._grow(event, timings, metrics)
+        else:
+            for attribute, in_timings, column in self._plain:
+                value = getattr(timings if in_timings else event, attribute)
+                column[pos] = _NAN if value is None else value
+            for key, column in self._metric_columns:
                 value = None if metrics is None else metrics.get(key)
-                if grow:
-                    columns[i].append(_NAN if value is None else value)
-                else:
-                    columns[i][pos] = _NAN if value is None else value
-                i += 1
-            if (
-                metrics
-                and self.metrics
-                and i < self.max_fields
-                and not self._known_keys.issuperset(metrics)
-            ):
-                self._discover(metrics, pos, grow)
-        if grow:
-            self._length += 1
+                column[pos] = _NAN if value is None else value
+        if metrics and self.metrics and not self._known_keys.issuperset(metrics):
+            self._discover(metrics, pos)
         pos += 1
         self._pos = pos if pos < self._size else 0
         left = self._left - 1
@@ -231,20 +224,28 @@ class FeatureDrift(_FailureModeDetector):
         self._left = self.every
         self._test_all()
 
-    def _discover(self, metrics: Mapping[str, float], pos: int, grow: bool) -> None:
+    def _grow(
+        self, event: EventLike, timings: TimingsLike, metrics: Mapping[str, float] | None
+    ) -> None:
+        for attribute, in_timings, column in self._plain:
+            value = getattr(timings if in_timings else event, attribute)
+            column.append(_NAN if value is None else value)
+        for key, column in self._metric_columns:
+            value = None if metrics is None else metrics.get(key)
+            column.append(_NAN if value is None else value)
+        self._length += 1
+
+    def _discover(self, metrics: Mapping[str, float], pos: int) -> None:
+        """Watch the keys of ``metrics`` not seen before, while fields are left."""
         for key, value in metrics.items():
             if key in self._known_keys or len(self._columns) >= self.max_fields:
                 continue
-            self._keys.append(key)
             self._known_keys.add(key)
             self._names.append(f"metrics.{key}")
-            if grow:  # the other columns already hold this event
-                column = self._empty(self._length)
-                column.append(value)
-            else:
-                column = self._empty(self._size)
-                column[pos] = value
+            column = self._empty(self._length)  # the other columns already hold this event
+            column[pos] = value
             self._columns.append(column)
+            self._metric_columns.append((key, column))
             self._d.append(0.0)
             self._crit.append(1.0)
             self._deff.append(0.0)
@@ -266,7 +267,7 @@ class FeatureDrift(_FailureModeDetector):
             self._active[i] = rejects
             if rejects:
                 changed.append((self._names[i], d, crit, reference, current))
-                self._columns[i] = self._empty(len(column))
+                column[:] = self._empty(len(column))  # in place: the field lists share it
                 self._deff[i] = 0.0
         if changed:
             self._raise(changed)

@@ -20,8 +20,9 @@ class GroupInvariant(_FailureModeDetector):
     GroupAssembler`). A finished group violates the contract when
 
     - it finished with another number of episodes than its ``group_size`` (it timed out
-      short after ``timeout_s`` of event time; an episode arriving after its group was
-      complete reopens the group, which then times out with too few), or
+      short: older than ``timeout_s`` of event time and than ``timeout_spans`` times the
+      longest span of recent complete groups, in episodes; an episode arriving after its
+      group was complete reopens the group, which then times out with too few), or
     - its episodes carry different ``group_size`` values, or
     - its episodes carry more than one ``task_id``.
 
@@ -36,7 +37,10 @@ class GroupInvariant(_FailureModeDetector):
     quiet
         Consecutive clean groups that end a span of violations.
     timeout_s
-        Event time after which an incomplete group is finished as it is.
+        Event time after its first episode before an incomplete group may be given up.
+    timeout_spans
+        Episodes after its first one, in longest spans of recent complete groups, before an
+        incomplete group may be given up (see :class:`~detectors.groups.GroupAssembler`).
     max_open
         Most groups assembled at once.
 
@@ -61,20 +65,37 @@ class GroupInvariant(_FailureModeDetector):
     {'size': 0, 'sizes': 0, 'tasks': 20}
     """
 
-    __slots__ = ("_assembler", "_counter", "_kinds", "max_open", "quiet", "timeout_s")
+    __slots__ = (
+        "_assembler",
+        "_counter",
+        "_kinds",
+        "max_open",
+        "quiet",
+        "timeout_s",
+        "timeout_spans",
+    )
 
     detector_id: ClassVar[str] = "group_invariant"
     severity: ClassVar[Severity] = "warning"
     budgeted: ClassVar[bool] = False
 
-    def __init__(self, quiet: int = 200, timeout_s: float = 300.0, max_open: int = 10_000) -> None:
+    def __init__(
+        self,
+        quiet: int = 200,
+        timeout_s: float = 60.0,
+        timeout_spans: float = 4.0,
+        max_open: int = 10_000,
+    ) -> None:
         self.quiet = quiet
         self.timeout_s = timeout_s
+        self.timeout_spans = timeout_spans
         self.max_open = max_open
         self._reset()
 
     def _reset(self) -> None:
-        self._assembler = GroupAssembler(timeout_s=self.timeout_s, max_open=self.max_open)
+        self._assembler = GroupAssembler(
+            timeout_s=self.timeout_s, timeout_spans=self.timeout_spans, max_open=self.max_open
+        )
         self._counter = InvariantCounter(quiet=self.quiet)
         self._kinds = {"size": 0, "sizes": 0, "tasks": 0}
         self._alarm = None

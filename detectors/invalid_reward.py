@@ -96,11 +96,11 @@ class InvalidReward(_FailureModeDetector):
 
     __slots__ = (
         "_bound",
-        "_range",
-        "_repeat",
         "_counts",
         "_pos",
+        "_range",
         "_recent",
+        "_repeat",
         "arl0",
         "baseline_halflife",
         "batch_size",
@@ -135,20 +135,22 @@ class InvalidReward(_FailureModeDetector):
 
     def _reset(self) -> None:
         self._range = InvariantCounter(quiet=self.quiet)
-        kwargs = {
-            "odds_ratio": self.odds_ratio,
-            "arl0": 2.0 * self.arl0,
-            "warmup": self.warmup,
-            "baseline_halflife": self.baseline_halflife,
-            "batch_size": self.batch_size,
-        }
-        self._bound = BernoulliCUSUM(**kwargs)  # type: ignore[arg-type]
-        self._repeat = BernoulliCUSUM(**kwargs)  # type: ignore[arg-type]
+        self._bound = self._share_test()
+        self._repeat = self._share_test()
         # the last `memory` rewards that are not at a bound, and per value: [count, group]
         self._recent: list[float] = []  # grown to `memory`, then a ring
         self._pos = 0
         self._counts: dict[float, list[Any]] = {}
         self._alarm = None
+
+    def _share_test(self) -> BernoulliCUSUM:
+        return BernoulliCUSUM(
+            odds_ratio=self.odds_ratio,
+            arl0=2.0 * self.arl0,
+            warmup=self.warmup,
+            baseline_halflife=self.baseline_halflife,
+            batch_size=self.batch_size,
+        )
 
     def update(self, event: EventLike) -> None:
         if self._alarm is not None:
@@ -164,7 +166,9 @@ class InvalidReward(_FailureModeDetector):
         if not bad and high is not None and reward > high + _SLACK * (1.0 + abs(high)):
             bad = True
         counter = self._range
-        if bad or counter._clean < counter.quiet:  # a clean episode in a quiet span is a no-op
+        # A clean episode in a quiet span changes nothing (the slot, not ``active``: this is
+        # the per-event path).
+        if bad or counter._clean < counter.quiet:
             counter.update(bad)
         if bad:
             if counter._drift:  # the slots, not the properties: this is the per-event path

@@ -75,7 +75,7 @@ class RewardDistribution(_FailureModeDetector):
     ...     if detector.alarm:
     ...         print(i, detector.alarm.severity, detector.alarm.summary)
     ... # doctest: +NORMALIZE_WHITESPACE
-    4095 warning rewards pile up at 0.8 (z 5.2 > 3.7): mean 0.49 -> 0.5, std 0.29 -> 0.29;
+    4095 warning rewards pile up at 0.8 (z 5.2 > 3.5): mean 0.49 -> 0.5, std 0.29 -> 0.29;
     most frequent value 0.8 at 0.0% -> 11%
     """
 
@@ -88,7 +88,7 @@ class RewardDistribution(_FailureModeDetector):
         self,
         window: int = 512,
         reference: int = 1024,
-        every: int = 256,
+        every: int = 512,
         block: int = 32,
         arl0: float = 1_000_000,
     ) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from detectors._base import _FailureModeDetector, check_param
 from detectors.alarm import Alarm, Severity
@@ -31,8 +31,8 @@ class RewardHacking(_FailureModeDetector):
     2. the training reward rises concurrently with a fall of the eval reward;
     3. a reward component rises while the correctness component (a name containing one of
        ``correctness``) falls concurrently, or does not rise within ``within`` events (the
-       alarm then comes ``within`` events after the rise). Off while the segment has not
-       shown a correctness component.
+       alarm then comes ``within`` events after the rise). Off, and the components are not
+       even tracked, while the segment has not shown a correctness component.
 
     Budget: a false page needs a false rise of the reward (rules 1 and 2, confirmed by a
     second, concurrent false detection, which makes them far rarer than each detector's
@@ -98,6 +98,8 @@ class RewardHacking(_FailureModeDetector):
         "_counts",
         "_eval",
         "_length",
+        "_names",
+        "_parts",
         "_pending",
         "_ref",
         "_repetition",
@@ -121,7 +123,7 @@ class RewardHacking(_FailureModeDetector):
 
     def __init__(
         self,
-        within: int = 1000,
+        within: int = 2500,
         correctness: tuple[str, ...] = ("correct",),
         max_components: int = 8,
         k: float = 0.5,
@@ -185,7 +187,9 @@ class RewardHacking(_FailureModeDetector):
         self._sums = [0.0, 0.0, 0.0]
         self._counts = [0, 0, 0]
         self._components: dict[str, MeanShiftCUSUM] = {}
+        self._parts: dict[str, list[Any]] = {}  # per component: [sum, count] of its batch
         self._correct = ""
+        self._names: set[str] = set()  # component names seen (until a correctness one is)
         self._t = 0
         # signal -> (event index, mean before, mean after) of its latest detection
         self._seen: dict[str, tuple[int, float, float]] = {}
@@ -226,7 +230,8 @@ class RewardHacking(_FailureModeDetector):
                 if counts[2] == b:
                     self._feed(2)
             components = event.reward_components
-            if components:
+            # Rule 3 needs a correctness component: without one the components are skipped.
+            if components and (self._correct or not self._names.issuperset(components)):
                 self._update_components(components)
         pending = self._pending
         if pending is not None and t >= pending[0]:
@@ -246,20 +251,33 @@ class RewardHacking(_FailureModeDetector):
             self._detected(signal, cusum)
 
     def _update_components(self, components: Mapping[str, float | None]) -> None:
-        cusums = self._components
+        if not self._correct:
+            self._names.update(components)
+            self._correct = next(
+                (n for n in self._names if any(c in n for c in self.correctness)), ""
+            )
+            if not self._correct:
+                return
+        parts = self._parts
+        b = self.batch_size
         for name, value in components.items():
             if value is None:
                 continue
-            cusum = cusums.get(name)
-            if cusum is None:
-                if len(cusums) >= self.max_components:
+            part = parts.get(name)
+            if part is None:
+                if len(parts) >= self.max_components:
                     continue
-                cusum = cusums[name] = self._cusum(self.arl0 * self.max_components)
-                if not self._correct and any(c in name for c in self.correctness):
-                    self._correct = name
-            cusum.update(value)
-            if cusum._drift:
-                self._detected(f"component:{name}", cusum)
+                part = parts[name] = [0.0, 0]
+                self._components[name] = self._cusum(self.arl0 * self.max_components, False)
+            part[0] += value
+            part[1] += 1
+            if part[1] == b:
+                cusum = self._components[name]
+                cusum.update(part[0] / b)
+                part[0] = 0.0
+                part[1] = 0
+                if cusum._drift:  # the slot, not the property: this is the per-event path
+                    self._detected(f"component:{name}", cusum)
 
     def _detected(self, signal: str, cusum: MeanShiftCUSUM) -> None:
         direction = cusum.direction

@@ -31,9 +31,9 @@ class ToolFailureRate(_FailureModeDetector):
       baseline (:class:`~detectors.bernoulli_cusum.BernoulliCUSUM`); a tool server that
       starts failing shows up here before the ratio reaches ``threshold``.
 
-    The two tests share the budget. ``statistic`` and ``threshold`` are the lower bound of
-    the ratio and ``threshold``; ``active`` holds while the bound is above it or a detected
-    jump persists.
+    The two tests share the budget; one change gives one warning, from whichever test sees it
+    first. ``statistic`` and ``threshold`` are the lower bound of the ratio and
+    ``threshold``; ``active`` holds while the bound is above it or a detected jump persists.
 
     Parameters
     ----------
@@ -76,7 +76,8 @@ class ToolFailureRate(_FailureModeDetector):
     ...         print(i, detector.alarm.summary)
     ... # doctest: +NORMALIZE_WHITESPACE
     3087 share of episodes with a failed tool call rose from 10% to about 37%
-    3874 tool-call failure ratio 31% (lower bound 20%) over 1716 calls of the last 500 episodes
+    >>> round(detector.ratio, 2), round(detector.statistic, 2), detector.active
+    (0.36, 0.24, True)
     """
 
     __slots__ = (
@@ -84,7 +85,6 @@ class ToolFailureRate(_FailureModeDetector):
         "_calls",
         "_errors",
         "_jump",
-        "_lower",
         "_n",
         "_pos",
         "_sum_c",
@@ -150,7 +150,6 @@ class ToolFailureRate(_FailureModeDetector):
         self._pos = 0
         self._n = 0
         self._sum_c = self._sum_e = self._sum_cc = self._sum_ee = self._sum_ec = 0
-        self._lower = 0.0
         self._armed = True
         self._alarm = None
 
@@ -164,9 +163,10 @@ class ToolFailureRate(_FailureModeDetector):
         if errors > calls:
             errors = calls
         jump = self._jump
+        changing = not self._armed or jump.active  # one warning per change, from either test
         jump.update(errors)
-        self._add(calls, errors)
-        if jump._drift and self._alarm is None:  # the slot: this is the per-event path
+        self._add(calls, errors, changing)
+        if jump._drift and self._alarm is None and not changing:  # the slot: per-event path
             self._alarm = Alarm(
                 detector=self.detector_id,
                 severity=self.severity,
@@ -179,7 +179,7 @@ class ToolFailureRate(_FailureModeDetector):
                 direction="up",
             )
 
-    def _add(self, calls: int, errors: int) -> None:
+    def _add(self, calls: int, errors: int, changing: bool) -> None:
         pos = self._pos
         n = self._n
         if n < self.window:
@@ -196,33 +196,42 @@ class ToolFailureRate(_FailureModeDetector):
         self._pos = 0 if pos == self.window else pos
         c = self._sum_c = self._sum_c + calls - old_c
         e = self._sum_e = self._sum_e + errors - old_e
-        cc = self._sum_cc = self._sum_cc + calls * calls - old_c * old_c
-        ee = self._sum_ee = self._sum_ee + errors * errors - old_e * old_e
-        ec = self._sum_ec = self._sum_ec + errors * calls - old_e * old_c
+        self._sum_cc += calls * calls - old_c * old_c
+        self._sum_ee += errors * errors - old_e * old_e
+        self._sum_ec += errors * calls - old_e * old_c
         if n < self.min_samples:
             return
-        p = e / c
-        residual = ee - 2.0 * p * ec + p * p * cc
-        spread = math.sqrt(max(residual, 0.0) * n / (n - 1)) / c
-        lower = max(p - self._z * spread, 0.0)
-        self._lower = lower
         threshold = self._threshold
-        if lower > threshold:
-            if self._armed:
-                self._armed = False
-                self._alarm = Alarm(
-                    detector=self.detector_id,
-                    severity=self.severity,
-                    value=lower,
-                    threshold=threshold,
-                    summary=(
-                        f"tool-call failure ratio {percent(p)} (lower bound {percent(lower)}) "
-                        f"over {c} calls of the last {n} episodes"
-                    ),
-                    direction="up",
-                )
-        elif not self._armed and p <= threshold:
-            self._armed = True
+        if e <= threshold * c:  # the ratio itself is at or below: so is its lower bound
+            if not self._armed:
+                self._armed = True
+            return
+        lower = self._bound()
+        if lower > threshold and self._armed:
+            self._armed = False
+            if changing:
+                return
+            self._alarm = Alarm(
+                detector=self.detector_id,
+                severity=self.severity,
+                value=lower,
+                threshold=threshold,
+                summary=(
+                    f"tool-call failure ratio {percent(e / c)} (lower bound {percent(lower)}) "
+                    f"over {c} calls of the last {n} episodes"
+                ),
+                direction="up",
+            )
+
+    def _bound(self) -> float:
+        """Lower confidence bound of the ratio over the window (0 before ``min_samples``)."""
+        n, c = self._n, self._sum_c
+        if n < self.min_samples or not c:
+            return 0.0
+        p = self._sum_e / c
+        residual = self._sum_ee - 2.0 * p * self._sum_ec + p * p * self._sum_cc
+        spread = math.sqrt(max(residual, 0.0) * n / (n - 1)) / c
+        return max(p - self._z * spread, 0.0)
 
     @property
     def ratio(self) -> float:
@@ -241,8 +250,9 @@ class ToolFailureRate(_FailureModeDetector):
 
     @property
     def active(self) -> bool:
-        return self._lower > self._threshold or self._jump.active
+        return self._bound() > self._threshold or self._jump.active
 
     @property
     def statistic(self) -> float:
-        return self._lower
+        """The lower confidence bound of the failure ratio."""
+        return self._bound()

@@ -29,7 +29,7 @@ class VerifierFlakiness(_FailureModeDetector):
     alarm is raised when its Wilson lower bound rises above ``threshold``. A deterministic
     verifier never mismatches.
 
-    Keys are 64-bit hashes of the pair, so an entry costs about 150 bytes (about 1.5 MB at the
+    Keys are 64-bit hashes of the pair, so an entry costs about 150 bytes (about 0.6 MB at the
     default capacity). Python salts string hashes per process: when a pickled detector is
     restored in another process, the map starts empty.
 
@@ -91,7 +91,7 @@ class VerifierFlakiness(_FailureModeDetector):
 
     def __init__(
         self,
-        capacity: int = 10_000,
+        capacity: int = 4096,
         tolerance: float = 1e-6,
         threshold: float = 0.05,
         window: int = 200,

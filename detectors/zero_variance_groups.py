@@ -22,8 +22,9 @@ class ZeroVarianceGroups(_FailureModeDetector):
     """Warns when the share of all-equal reward groups jumps or is high; pages at 80%.
 
     Episodes are assembled into groups by ``group_id`` (:class:`~detectors.groups.
-    GroupAssembler`: complete at ``group_size`` episodes, given up after ``timeout_s`` of
-    event time, at most ``max_open`` open groups). A finished group with at least two scored
+    GroupAssembler`: complete at ``group_size`` episodes, given up when older than
+    ``timeout_s`` of event time and ``timeout_spans`` recent group spans of episodes, at
+    most ``max_open`` open groups). A finished group with at least two scored
     episodes counts as *zero-variance* when all its rewards are equal: ``too_hard`` when they
     all sit at the declared ``reward_min`` (0 without one), ``too_easy`` at ``reward_max``
     (1 without one), ``constant`` anywhere else (a constant verifier). Such groups give GRPO a
@@ -39,7 +40,9 @@ class ZeroVarianceGroups(_FailureModeDetector):
       rises above ``threshold``, ``page`` when it reaches ``page_threshold``.
 
     The two tests share the budget. They run once per group, and their budget is applied
-    per group, which is conservative by the group size in events. The summary splits the
+    per group, which is conservative by the group size in events. One change gives one
+    warning, from whichever test sees it first, and a page when the share reaches
+    ``page_threshold``. The summary splits the
     zero-variance groups of the window into ``too_hard`` / ``too_easy`` / ``constant``.
     ``statistic`` and ``threshold`` are the lower bound of the share and ``threshold``;
     ``active`` holds while the lower bound is above ``threshold`` or a detected jump persists.
@@ -61,7 +64,10 @@ class ZeroVarianceGroups(_FailureModeDetector):
     baseline_halflife
         Half-life, in groups, of the baseline share.
     timeout_s
-        Event time after which an incomplete group is finished as it is.
+        Event time after its first episode before an incomplete group may be given up.
+    timeout_spans
+        Episodes after its first one, in longest spans of recent complete groups, before an
+        incomplete group may be given up (see :class:`~detectors.groups.GroupAssembler`).
     max_open
         Most groups assembled at once.
     arl0
@@ -91,8 +97,6 @@ class ZeroVarianceGroups(_FailureModeDetector):
     ...         print(i, detector.alarm.severity, detector.alarm.summary)
     ... # doctest: +NORMALIZE_WHITESPACE
     3391 warning share of zero-variance groups jumped from 22% to about 92%
-    5143 warning 62% of the last 400 groups have all-equal rewards (lower bound 50%):
-    too_hard 57%, too_easy 4.8%, constant 0.0%
     6375 page 90% of the last 400 groups have all-equal rewards (lower bound 80%):
     too_hard 89%, too_easy 1.2%, constant 0.0%
     """
@@ -112,6 +116,7 @@ class ZeroVarianceGroups(_FailureModeDetector):
         "odds_ratio",
         "page_threshold",
         "timeout_s",
+        "timeout_spans",
         "warmup",
         "window",
     )
@@ -128,7 +133,8 @@ class ZeroVarianceGroups(_FailureModeDetector):
         odds_ratio: float = 3.0,
         warmup: int = 100,
         baseline_halflife: float = 1000.0,
-        timeout_s: float = 300.0,
+        timeout_s: float = 60.0,
+        timeout_spans: float = 4.0,
         max_open: int = 10_000,
         arl0: float = 1_000_000,
     ) -> None:
@@ -147,12 +153,15 @@ class ZeroVarianceGroups(_FailureModeDetector):
         self.warmup = warmup
         self.baseline_halflife = baseline_halflife
         self.timeout_s = timeout_s
+        self.timeout_spans = timeout_spans
         self.max_open = max_open
         self.arl0 = arl0
         self._reset()
 
     def _reset(self) -> None:
-        self._assembler = GroupAssembler(timeout_s=self.timeout_s, max_open=self.max_open)
+        self._assembler = GroupAssembler(
+            timeout_s=self.timeout_s, timeout_spans=self.timeout_spans, max_open=self.max_open
+        )
         self._rate = RateBound(
             threshold=self.threshold,
             window=self.window,
@@ -175,23 +184,27 @@ class ZeroVarianceGroups(_FailureModeDetector):
             self._alarm = None
         for group in self._assembler.add(event):
             if group.scored >= 2:
-                self._low = event.reward_min
-                self._high = event.reward_max
+                if event.reward_min is not None:
+                    self._low = event.reward_min
+                if event.reward_max is not None:
+                    self._high = event.reward_max
                 self._count(group)
 
     def _count(self, group: Group) -> None:
         label = self._label(group)
         rate = self._rate
-        rate.update(label)
         jump = self._jump
+        changing = rate.active or jump.active  # one warning per change, from either test
+        rate.update(label)
         jump.update(label != _VARIED)
         if rate._drift:
             self._paged = False
-            self._alarm = self._level_alarm(self.severity)
+            if not changing:
+                self._alarm = self._level_alarm(self.severity)
         if not self._paged and rate._lower >= self.page_threshold:
             self._paged = True
             self._alarm = self._level_alarm("page")
-        if jump._drift and self._alarm is None:
+        if jump._drift and self._alarm is None and not changing:
             self._alarm = Alarm(
                 detector=self.detector_id,
                 severity=self.severity,

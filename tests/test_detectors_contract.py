@@ -28,7 +28,6 @@ from detectors import (
     DetectorBank,
     ErrorRate,
     FeatureDrift,
-    GroupAssembler,
     GroupInvariant,
     InvalidReward,
     InvariantCounter,
@@ -244,6 +243,112 @@ class Case:
         return f"{self.cls.__name__}[{suffix}]" if suffix else self.cls.__name__
 
 
+#: (class, fault of :func:`rich_episodes` that it detects, bad parameters, parameters).
+FAILURE_MODE_CASES: list[
+    tuple[type, str, tuple[tuple[dict[str, Any], str], ...], dict[str, Any]]
+] = [
+    (
+        InvalidReward,
+        "out_of_range",
+        (({"quiet": 0}, "quiet"), ({"memory": 0}, "memory"), ({"odds_ratio": 0.5}, "odds")),
+        {},
+    ),
+    (
+        RewardDistribution,
+        "mass_at_value",
+        (({"window": 4}, "window"), ({"every": 0}, "every"), ({"block": 0}, "block")),
+        {},
+    ),
+    (
+        ZeroVarianceGroups,
+        "zero_variance",
+        (
+            ({"threshold": 0.0}, "threshold"),
+            ({"page_threshold": 0.3}, "page_threshold"),
+            ({"timeout_s": 0.0}, "timeout_s"),
+            ({"max_open": 0}, "max_open"),
+            ({"window": 0}, "window"),
+        ),
+        {},
+    ),
+    (
+        GroupInvariant,
+        "mixed_tasks",
+        (({"quiet": 0}, "quiet"), ({"timeout_s": -1.0}, "timeout_s")),
+        {},
+    ),
+    (
+        RewardHacking,
+        "reward_hack",
+        (
+            ({"within": 0}, "within"),
+            ({"correctness": ("",)}, "correctness"),
+            ({"correctness": "correct"}, "correctness"),
+            ({"max_components": 0}, "max_components"),
+            ({"k": 0.0}, "k"),
+        ),
+        {},
+    ),
+    (
+        ComponentImbalance,
+        "format_saturates",
+        (
+            ({"batch": 4}, "batch"),
+            ({"dominance": 0.4}, "dominance"),
+            ({"collapse": 1.0}, "collapse"),
+            ({"min_std": 0.0}, "min_std"),
+            ({"max_components": 1}, "max_components"),
+            ({"warmup": 1}, "warmup"),
+        ),
+        {},
+    ),
+    (
+        PolicyStaleness,
+        "stale_policy",
+        (
+            ({"max_staleness": -1}, "max_staleness"),
+            ({"quantile": 1.0}, "quantile"),
+            ({"heartbeat_events": 0}, "heartbeat_events"),
+            ({"window": 0}, "window"),
+        ),
+        {},
+    ),
+    (
+        VerifierFlakiness,
+        "flaky_verifier",
+        (
+            ({"capacity": 0}, "capacity"),
+            ({"tolerance": -1.0}, "tolerance"),
+            ({"threshold": 1.0}, "threshold"),
+        ),
+        {"capacity": 1000},
+    ),
+    (
+        ToolFailureRate,
+        "tool_errors",
+        (
+            ({"threshold": 0.0}, "threshold"),
+            ({"window": 1}, "window"),
+            ({"min_samples": 1}, "min_samples"),
+            ({"batch_size": 0}, "batch_size"),
+        ),
+        {},
+    ),
+    (
+        FeatureDrift,
+        "prompt_drift",
+        (
+            ({"fields": ("reward",)}, "fields"),
+            ({"fields": ("timings.nope",)}, "fields"),
+            ({"fields": ["prompt_tokens"]}, "fields"),
+            ({"max_fields": 0}, "max_fields"),
+            ({"every": 0}, "every"),
+        ),
+        {},
+    ),
+]
+
+
 CASES = [
     Case(
         MeanShiftCUSUM,
@@ -337,107 +442,7 @@ CASES = [
             bad_params=bad,
             params=params,
         )
-        for cls, fault, bad, params in [
-            (
-                InvalidReward,
-                "out_of_range",
-                (({"quiet": 0}, "quiet"), ({"memory": 0}, "memory"), ({"odds_ratio": 0.5}, "odds")),
-                {},
-            ),
-            (
-                RewardDistribution,
-                "mass_at_value",
-                (({"window": 4}, "window"), ({"every": 0}, "every"), ({"block": 0}, "block")),
-                {},
-            ),
-            (
-                ZeroVarianceGroups,
-                "zero_variance",
-                (
-                    ({"threshold": 0.0}, "threshold"),
-                    ({"page_threshold": 0.3}, "page_threshold"),
-                    ({"timeout_s": 0.0}, "timeout_s"),
-                    ({"max_open": 0}, "max_open"),
-                    ({"window": 0}, "window"),
-                ),
-                {},
-            ),
-            (
-                GroupInvariant,
-                "mixed_tasks",
-                (({"quiet": 0}, "quiet"), ({"timeout_s": -1.0}, "timeout_s")),
-                {},
-            ),
-            (
-                RewardHacking,
-                "reward_hack",
-                (
-                    ({"within": 0}, "within"),
-                    ({"correctness": ("",)}, "correctness"),
-                    ({"correctness": "correct"}, "correctness"),
-                    ({"max_components": 0}, "max_components"),
-                    ({"k": 0.0}, "k"),
-                ),
-                {},
-            ),
-            (
-                ComponentImbalance,
-                "format_saturates",
-                (
-                    ({"batch": 4}, "batch"),
-                    ({"dominance": 0.4}, "dominance"),
-                    ({"collapse": 1.0}, "collapse"),
-                    ({"min_std": 0.0}, "min_std"),
-                    ({"max_components": 1}, "max_components"),
-                    ({"warmup": 1}, "warmup"),
-                ),
-                {},
-            ),
-            (
-                PolicyStaleness,
-                "stale_policy",
-                (
-                    ({"max_staleness": -1}, "max_staleness"),
-                    ({"quantile": 1.0}, "quantile"),
-                    ({"heartbeat_events": 0}, "heartbeat_events"),
-                    ({"window": 0}, "window"),
-                ),
-                {},
-            ),
-            (
-                VerifierFlakiness,
-                "flaky_verifier",
-                (
-                    ({"capacity": 0}, "capacity"),
-                    ({"tolerance": -1.0}, "tolerance"),
-                    ({"threshold": 1.0}, "threshold"),
-                ),
-                {"capacity": 1000},
-            ),
-            (
-                ToolFailureRate,
-                "tool_errors",
-                (
-                    ({"threshold": 0.0}, "threshold"),
-                    ({"window": 1}, "window"),
-                    ({"min_samples": 1}, "min_samples"),
-                    ({"batch_size": 0}, "batch_size"),
-                ),
-                {},
-            ),
-            (
-                FeatureDrift,
-                "prompt_drift",
-                (
-                    ({"fields": ("reward",)}, "fields"),
-                    ({"fields": ("timings.nope",)}, "fields"),
-                    ({"fields": ["prompt_tokens"]}, "fields"),
-                    ({"max_fields": 0}, "max_fields"),
-                    ({"every": 0}, "every"),
-                ),
-                {},
-            ),
-        ]
+        for cls, fault, bad, params in FAILURE_MODE_CASES
     ),
 ]
 

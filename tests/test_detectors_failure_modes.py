@@ -83,19 +83,14 @@ def grouped(rewards: Iterable[list[float]], **fields: Any) -> Iterator[RolloutEv
     [
         (InvalidReward, "out_of_range", 31, [(4105, "page")]),
         (RewardDistribution, "mass_at_value", 32, [(4607, "warning")]),
-        (
-            ZeroVarianceGroups,
-            "zero_variance",
-            33,
-            [(4167, "warning"), (5519, "warning"), (6759, "page")],
-        ),
+        (ZeroVarianceGroups, "zero_variance", 33, [(4167, "warning"), (6759, "page")]),
         (GroupInvariant, "mixed_tasks", 34, [(4007, "warning")]),
         (RewardHacking, "reward_hack", 35, [(4135, "page")]),
         (ComponentImbalance, "format_saturates", 36, [(4479, "warning")]),
         (PolicyStaleness, "stale_policy", 37, [(4081, "warning")]),
         (VerifierFlakiness, "flaky_verifier", 38, [(4103, "warning")]),
-        (ToolFailureRate, "tool_errors", 39, [(4062, "warning"), (4376, "warning")]),
-        (FeatureDrift, "prompt_drift", 40, [(4607, "info")]),
+        (ToolFailureRate, "tool_errors", 39, [(4062, "warning")]),
+        (FeatureDrift, "prompt_drift", 40, [(5119, "info")]),
     ],
 )
 def test_failure_mode_indices(
@@ -174,10 +169,10 @@ def test_group_assembler_completes_times_out_and_evicts() -> None:
     for group in assembler.add(event(group_id="g4", group_size=2, ts=5.0)):
         finished.append((group.end, group.count))
     assert finished[-1] == ("complete", 2)
-    for i in range(64):  # event time passes: the open groups time out at the next scan
-        for group in assembler.add(event(group_id=None, ts=500.0 + i)):
+    for i in range(80):  # time and episodes pass: new groups open, the old ones time out
+        for group in assembler.add(event(group_id=f"n{i}", group_size=1, ts=500.0 + i)):
             finished.append((group.end, group.count))
-    assert finished[-2:] == [("timeout", 1), ("timeout", 1)]
+    assert [f for f in finished if f[0] == "timeout"] == [("timeout", 1), ("timeout", 1)]
     assert assembler.open_groups == 0
     assert assembler.timeouts == 2
 
@@ -190,10 +185,14 @@ def test_group_assembler_pickles_mid_group() -> None:
     last = event(group_id="g", group_size=4, ts=3.0, reward=1.0)
     (group,) = restored.add(last)
     assert (group.count, group.scored, group.low, group.high) == (4, 4, 0.0, 1.0)
-    assert repr(restored.clone()) == "GroupAssembler(timeout_s=300.0, max_open=10000)"
+    assert repr(restored.clone()) == (
+        "GroupAssembler(timeout_s=60.0, timeout_spans=4.0, max_open=10000)"
+    )
 
 
-@pytest.mark.parametrize(("kwargs", "name"), [({"timeout_s": 0.0}, "timeout_s"), ({"max_open": 0}, "max_open")])
+@pytest.mark.parametrize(
+    ("kwargs", "name"), [({"timeout_s": 0.0}, "timeout_s"), ({"max_open": 0}, "max_open")]
+)
 def test_group_assembler_rejects_bad_parameters(kwargs: dict[str, Any], name: str) -> None:
     with pytest.raises(ValueError, match=name):
         GroupAssembler(**kwargs)
@@ -285,7 +284,7 @@ def test_reward_distribution_skips_unscored_and_eval_episodes() -> None:
 def healthy_groups(n_groups: int, seed: int, share: Iterable[float]) -> Iterator[list[float]]:
     """Binary reward groups, a share of them all-0 or all-1 (hard or easy tasks)."""
     rng = np.random.default_rng(seed)
-    for g, s in zip(range(n_groups), share, strict=False):
+    for _, s in zip(range(n_groups), share, strict=False):
         if rng.random() < s:
             yield [float(rng.random() < 0.5)] * 8
         else:
@@ -303,7 +302,8 @@ def test_zero_variance_groups_summary_splits_hard_and_easy() -> None:
     detector = ZeroVarianceGroups()
     share = [0.2] * 300 + [1.0] * 700
     found = alarms(detector, grouped(healthy_groups(1000, 53, share)))
-    assert [a.severity for _, a in found] == ["warning", "warning", "page"]
+    # One warning for the change (the jump, seen first), then the page at 80%.
+    assert [a.severity for _, a in found] == ["warning", "page"]
     assert found[0][1].summary.startswith("share of zero-variance groups jumped from ")
     assert "too_hard" in found[1][1].summary and "too_easy" in found[1][1].summary
     counts = detector.kind_counts
@@ -325,7 +325,9 @@ def test_zero_variance_groups_counts_only_scored_episodes() -> None:
 def test_group_invariant_flags_short_groups_after_the_timeout() -> None:
     detector = GroupInvariant(timeout_s=60.0)
     stream = [event(group_id="g0", group_size=8, task_id="t", ts=float(j)) for j in range(5)]
-    stream += [event(group_id=None, ts=100.0 + j) for j in range(64)]
+    stream += [
+        event(group_id=f"h{j}", group_size=1, task_id=f"u{j}", ts=100.0 + j) for j in range(80)
+    ]
     found = alarms(detector, stream)
     assert [a.summary for _, a in found] == ["group timed out with 5 of 8 episodes"]
     assert detector.violations == {"size": 1, "sizes": 0, "tasks": 0}
@@ -365,9 +367,9 @@ def test_reward_hacking_format_rising_while_correctness_stays_flat_pages_after_w
     correct = np.full(8000, 0.4)
     fmt = np.where(np.arange(8000) < 4000, 0.3, 0.9)
     found = alarms(RewardHacking(), components_stream(8000, 54, correct, fmt))
-    assert brief(found) == [(5039, "page")]
+    assert brief(found) == [(6539, "page")]
     assert "'format' rose from" in found[0][1].summary
-    assert "'correct' did not rise within 1000 events" in found[0][1].summary
+    assert "'correct' did not rise within 2500 events" in found[0][1].summary
 
 
 def test_reward_hacking_stays_quiet_when_correctness_rises_too() -> None:

@@ -225,7 +225,7 @@ def test_bank_indices() -> None:
     assert found == [
         (4098, "reward_shift", "page"),
         (4179, "error_rate", "page"),
-        (4533, "reward_distribution", "warning"),
+        (4880, "reward_distribution", "warning"),
     ]
 
 
