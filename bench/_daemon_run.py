@@ -4,8 +4,9 @@ That is the code path of ``rollout-monitor run``: source, pipeline with the defa
 set, dead-letter producer, metrics registry and HTTP server, checkpoints and offset commits.
 Alertmanager delivery is off (the benchmark must not post to the shared stack's one) and the
 checkpoint directory is a temporary one. A watcher thread reads the pipeline's ``processed``
-counter, the number ``rollout_monitor_events_processed_total`` exports, and stops the daemon
-at the target or when time is up; before that, ``/metrics`` is scraped over HTTP.
+counter, the number ``rollout_monitor_events_processed_total`` exports, until the target or
+the time cap; then it holds back further batches, scrapes ``/metrics`` over HTTP from the
+idle daemon and stops it.
 """
 
 from __future__ import annotations
@@ -110,6 +111,7 @@ class Watcher(threading.Thread):
     def run(self) -> None:
         try:
             self._watch()
+            self._hold_back_batches()
             self.found = {**self._state(), "rss_after_consume_mb": peak_rss_mb()}
             self.found.update(self._scrape())
         except BaseException as exc:
@@ -138,6 +140,28 @@ class Watcher(threading.Thread):
             if not processed and time.monotonic() > deadline:
                 raise TimeoutError(f"the daemon processed nothing from {spec.topic}")
             time.sleep(interval)
+
+    def _hold_back_batches(self, quiet_s: float = 0.5) -> None:
+        """From now on the source returns empty batches, as on a drained topic.
+
+        A run stopped by the time cap leaves the daemon busy with the rest of the topic;
+        holding back further batches lets ``/metrics`` be scraped on an idle daemon, as it
+        is on one that keeps up. Returns once the processed count has been still for
+        ``quiet_s`` (the batch in flight is done).
+        """
+        source = self.daemon_.source
+
+        def drained(max_messages: int, timeout_s: float) -> list[Any]:
+            time.sleep(timeout_s)
+            return []
+
+        source.poll_batch = drained  # shadows the method on this instance only
+        counters = self.daemon_.pipeline.counters
+        last, still_since = counters.processed, time.monotonic()
+        while time.monotonic() - still_since < quiet_s:
+            time.sleep(0.05)
+            if counters.processed != last:
+                last, still_since = counters.processed, time.monotonic()
 
     def _ready(self) -> bool:
         return self.daemon_.http is not None and self.daemon_.readiness()[0]

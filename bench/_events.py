@@ -3,8 +3,8 @@
 ``monitor.simulate`` models learning curves and faults event by event (about 120k events/s);
 preloading millions of events for a throughput run needs something faster and simpler. Here
 the random parts are drawn with numpy for a whole chunk at once and each message is one
-``%``-format of a fixed template, so a healthy stream is generated at several hundred
-thousand events per second. The events are healthy: about 0.8% fail (``reward: null`` with an
+``%``-format of a fixed template, so a healthy stream is generated at about 200,000 events
+per second. The events are healthy: about 0.8% fail (``reward: null`` with an
 ``error``), 1% are truncated at ``max_completion_tokens``, the rest complete with a reward
 in [0, 1] and log-normal completion lengths.
 

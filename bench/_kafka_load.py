@@ -52,6 +52,17 @@ def delete_topics(bootstrap: str, names: Iterable[str]) -> None:
             future.result(timeout=30)
 
 
+def delete_groups(bootstrap: str, names: Iterable[str]) -> None:
+    """Delete consumer groups (their committed offsets would otherwise linger for days)."""
+    names = list(names)
+    if not names:
+        return
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for future in admin.delete_consumer_groups(names, request_timeout=30).values():
+        with contextlib.suppress(KafkaException):  # never committed: nothing to delete
+            future.result()
+
+
 def _wait_for_leaders(bootstrap: str, name: str, partitions: int, timeout_s: float = 30) -> None:
     admin = AdminClient({"bootstrap.servers": bootstrap})
     deadline = time.monotonic() + timeout_s

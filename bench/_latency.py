@@ -74,18 +74,19 @@ def measure_latency(
     spec_base: dict[str, Any],
     env: dict[str, str],
     cwd: Path,
-) -> tuple[LatencyResult, str]:
-    """One latency run on a fresh topic; returns the result and the topic to delete."""
+) -> tuple[LatencyResult, str, str]:
+    """One latency run on a fresh topic; the result, and the topic and group to delete."""
     topic = unique_topic("bench.latency")
     create_topic(bootstrap, topic, 1)
     total = int(rate * seconds)
+    group = unique_topic("bench.latency.group")
     with tempfile.TemporaryDirectory() as tmp:
         samples_path = os.path.join(tmp, "samples.npy")
         spec = {
             **spec_base,
             "kind": "daemon",
             "topic": topic,
-            "group": unique_topic("bench.latency.group"),
+            "group": group,
             "target": total,
             "segments": segments,
             "max_seconds": seconds + GRACE_S,
@@ -110,7 +111,7 @@ def measure_latency(
             raise RuntimeError(f"latency daemon exited with {child.returncode}")
         daemon = json.loads(out.strip().splitlines()[-1])
         samples = np.load(samples_path)
-    return _summarise(rate, seconds, produced_at, samples, daemon), topic
+    return _summarise(rate, seconds, produced_at, samples, daemon), topic, group
 
 
 def _wait_ready(child: subprocess.Popen[str], timeout_s: float = 60.0) -> None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 CONFIGURATIONS = (
-    ("ceiling", "ceiling: confluent-kafka batched consume + msgspec typed decode (tuned prefetch)"),
+    ("ceiling", "ceiling: confluent-kafka batched consume + msgspec typed decode"),
     ("ceiling_default", "ceiling with librdkafka's default prefetch"),
     ("e2e", "rollout-monitor daemon, confluent-kafka backend"),
-    ("e2e_tuned", "rollout-monitor daemon, confluent-kafka, tuned prefetch"),
-    ("e2e_kafka_python", "rollout-monitor daemon, kafka-python backend"),
+    ("e2e_tuned", "daemon, confluent-kafka, tuned prefetch"),
+    ("e2e_no_checkpoint", "daemon, confluent-kafka, checkpoints off"),
+    ("e2e_kafka_python", "daemon, kafka-python backend"),
     ("naive", "naive: kafka-python, json.loads, river, prometheus_client per event"),
 )
 
@@ -19,21 +20,30 @@ METHOD = """\
 - Every configuration runs in a fresh process with its own consumer group over the same
   preloaded topic; peak RSS is that process's `VmHWM`. Rounds interleave the configurations,
   and ratios are taken against the ceiling of the same round before the median is taken.
-- Events per second count from the first consumed batch to the last event, so group join and
-  start-up are excluded.
+- Events per second count from the first consumed event; group join and start-up are left
+  out. A measurement ends after all the topic's events (the kafka-python configurations: a
+  prefix of them) or after the time cap, whichever comes first; "events measured" says
+  which.
+- The ceiling consumer runs with a tuned prefetch (`fetch.queue.backoff.ms=10`,
+  `queued.max.messages.kbytes=16384`). With librdkafka's defaults (1000 ms, 65536 KB) the
+  fetcher pauses for a second whenever the local queue is full, which caps any consumer that
+  spends more than about a microsecond per message; the daemon runs with the defaults.
 - e2e runs `monitor.daemon.Daemon.run()` itself (source, pipeline with the default detector
-  set, dead-letter producer, metrics registry, HTTP server, offset commits); Alertmanager
-  delivery is off. A watcher thread reads the pipeline's processed counter (the value
-  `rollout_monitor_events_processed_total` exports) every 10 ms and stops the daemon after
-  the last event; `/metrics` is then scraped over HTTP, five times (two in quick mode), and
-  the median is reported.
-- Tuned prefetch: `fetch.queue.backoff.ms=10`, `queued.max.messages.kbytes=16384`. With the
-  defaults (1000 ms, 65536 KB) librdkafka stops fetching for a second whenever its local
-  queue is full, which caps a consumer that spends more than about a microsecond per message.
-- Latency: the daemon consumes a fresh one-partition topic while this process produces at a
+  set, dead-letter producer, metrics registry, HTTP server, checkpoints in a temporary
+  directory, offset commits); Alertmanager delivery is off. A watcher thread reads the
+  pipeline's processed counter (what `rollout_monitor_events_processed_total` exports) every
+  10 ms. At the end it holds back further batches (the source returns empty ones, as on a
+  drained topic), scrapes `/metrics` over HTTP from the idle daemon (median of the scrapes)
+  and stops it.
+- Latency: the daemon consumes a fresh one-partition topic while the benchmark produces at a
   steady rate with `ts` = produce wall time; the latency of the k-th event is the first time
   the processed counter reached k minus the time of its `produce` call (produce to exported
-  counter). The first seconds (warm-up) are left out.
+  counter). The first seconds (warm-up) are left out. When the daemon falls behind, the run
+  ends shortly after the last produce and unprocessed events count with their latency so
+  far, so the percentiles are lower bounds (marked >=).
+- Segment state: in a fresh process per point and without Kafka, a pipeline with the default
+  settings (duplicate window off) is fed the same number of events per segment; the growth
+  of its RSS is the state.
 - Topics are uncompressed: kafka-python cannot read lz4 batches without the `lz4` package.
 """
 
@@ -51,6 +61,10 @@ def _met(met: bool | None) -> str:
 def _setup(r: dict[str, Any]) -> list[str]:
     v = r["versions"]
     pinned = "not pinned" if r["pinned_cpu"] is None else f"pinned to core {r['pinned_cpu']}"
+    git = r["git"]
+    tree = f"commit {(git['commit'] or 'unknown')[:12]}" + (
+        f" with {git['modified_files']} modified files" if git["modified_files"] else ""
+    )
     return [
         "## Setup",
         "",
@@ -59,10 +73,11 @@ def _setup(r: dict[str, Any]) -> list[str]:
         f"(median over measurements), {r['load_average_1m_max']:.2f} at most.",
         f"- Broker: Apache Kafka {v['kafka_broker']} at {r['bootstrap']}, "
         f"{r['partitions']} partitions, compression {r['compression']}.",
-        f"- Data: {r['events']:,} schema-v1 events over {r['segments']:,} segments, and "
-        f"{r['events']:,} over {r['segments_large']:,} segments; {r['runs']} round(s), "
-        f"medians reported. The kafka-python configurations read the first "
-        f"{r['slow_events']:,} events.",
+        f"- Data: {r['events']:,} schema-v1 events over {r['segments']:,} segments, and as many "
+        f"over {r['segments_large']:,} segments; {r['runs']} round(s), medians reported. "
+        f"Each measurement is capped at {r['max_seconds']:.0f} s; the kafka-python "
+        f"configurations read at most the first {r['slow_events']:,} events.",
+        f"- Code: {tree}; checkpoints {'on (default store)' if r['checkpoints'] else 'absent'}.",
         f"- Versions: Python {v['python']}, rollout-monitor {v['rollout-monitor']}, "
         f"confluent-kafka {v['confluent-kafka']} (librdkafka {v['librdkafka']}), "
         f"kafka-python {v['kafka-python']}, msgspec {v['msgspec']}, river {v['river']}, "
@@ -73,27 +88,42 @@ def _setup(r: dict[str, Any]) -> list[str]:
     ]
 
 
+def _measured(r: dict[str, Any], name: str) -> str:
+    info = r["runs_by_configuration"].get(name)
+    if info is None:
+        return "n/a"
+    events = f"{info['events_measured']:,.0f}"
+    return events if info["all_complete"] else f"{events} (time cap)"
+
+
 def _throughput(r: dict[str, Any]) -> list[str]:
     lines = [
         f"## Throughput at {r['segments']:,} segments",
         "",
-        "| configuration | events/s (median) | ratio to ceiling |",
-        "|---|---:|---:|",
+        "| configuration | events/s (median) | ratio to ceiling (median of rounds) "
+        "| events measured |",
+        "|---|---:|---:|---:|",
     ]
     for name, label in CONFIGURATIONS:
-        rate = r[f"{name}_events_per_s"]
+        rate = r.get(f"{name}_events_per_s")
         if rate is None:
             continue
         ratio = 1.0 if name == "ceiling" else r[f"{name}_ratio_to_ceiling"]
-        lines.append(f"| {label} | {rate:,.0f} | {_num(ratio, '.3f')} |")
+        lines.append(f"| {label} | {rate:,.0f} | {_num(ratio, '.3f')} | {_measured(r, name)} |")
+    detectors = next(
+        (m["extra"].get("detectors") for m in r["measurements"] if m["name"] == "e2e"), None
+    )
     lines += [
         "",
         f"e2e over naive: {_num(r['e2e_speedup_over_naive'], '.1f', 'x')} (median of the "
-        "per-round ratios).",
+        "per-round ratios). Detectors per segment: "
+        + (", ".join(f"`{d}`" for d in detectors) if detectors else "n/a")
+        + ".",
         "",
         f"At {r['segments_large']:,} segments: ceiling "
         f"{_num(r['ceiling_events_per_s_large'], ',.0f')} events/s, e2e "
-        f"{_num(r['e2e_events_per_s_large'], ',.0f')} events/s, ratio "
+        f"{_num(r['e2e_events_per_s_large'], ',.0f')} events/s "
+        f"(events measured: {_measured(r, 'e2e_large')}), ratio "
         f"{_num(r['e2e_ratio_to_ceiling_large'], '.3f')}.",
         "",
     ]
@@ -101,14 +131,17 @@ def _throughput(r: dict[str, Any]) -> list[str]:
 
 
 def _latency(r: dict[str, Any]) -> list[str]:
+    bound = ">= " if r["latency_lower_bound"] else ""
     return [
         "## Event-to-metric latency",
         "",
         "| rate (events/s) | achieved | duration | p50 | p99 | max | counter read every |",
         "|---:|---:|---:|---:|---:|---:|---:|",
         f"| {_num(r['latency_rate'], ',.0f')} | {_num(r['latency_achieved_rate'], ',.0f')} "
-        f"| {_num(r['latency_seconds'], '.0f', ' s')} | {_num(r['latency_p50_s'], '.3f', ' s')} "
-        f"| {_num(r['latency_p99_s'], '.3f', ' s')} | {_num(r['latency_max_s'], '.3f', ' s')} "
+        f"| {_num(r['latency_seconds'], '.0f', ' s')} "
+        f"| {bound}{_num(r['latency_p50_s'], '.3f', ' s')} "
+        f"| {bound}{_num(r['latency_p99_s'], '.3f', ' s')} "
+        f"| {bound}{_num(r['latency_max_s'], '.3f', ' s')} "
         f"| {_num(r['latency_sample_interval_ms'], '.1f', ' ms')} |",
         "",
     ]
@@ -118,40 +151,43 @@ def _memory(r: dict[str, Any]) -> list[str]:
     lines = [
         "## Memory and /metrics",
         "",
-        "| segments | peak RSS of the daemon | scrape time (median) | scrape size | series |",
-        "|---:|---:|---:|---:|---:|",
+        "| topic segments | segments held | peak RSS before the scrapes | peak RSS "
+        "| scrape time (median) | scrape size | series |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for suffix, segments in (("1k_segments", r["segments"]), ("10k_segments", r["segments_large"])):
+    for suffix, name, segments in (("1k_segments", "e2e", r["segments"]),
+                                   ("10k_segments", "e2e_large", r["segments_large"])):  # fmt: skip
         size = r[f"scrape_bytes_{suffix}"]
+        held = r["runs_by_configuration"].get(name, {}).get("segments_seen")
         lines.append(
-            f"| {segments:,} | {_num(r[f'rss_mb_{suffix}'], '.0f', ' MB')} "
+            f"| {segments:,} | {_num(held, ',.0f')} "
+            f"| {_num(r[f'rss_mb_before_scrape_{suffix}'], '.0f', ' MB')} "
+            f"| {_num(r[f'rss_mb_{suffix}'], '.0f', ' MB')} "
             f"| {_num(r[f'scrape_ms_{suffix}'], '.1f', ' ms')} "
             f"| {_num(None if size is None else size / 1e6, '.2f', ' MB')} "
             f"| {_num(r[f'scrape_series_{suffix}'], ',.0f')} |"
         )
     lines += [
         "",
-        f"Growth from {r['segments']:,} to {r['segments_large']:,} segments: "
-        f"{_num(r['rss_growth_mb_per_1k_segments'], '.1f')} MB per 1,000 segments (the "
-        f"larger topic has {r['events_per_segment_large']:,} events per segment, the main one "
-        f"{r['events'] // r['segments']:,}). Peak RSS of the ceiling process: "
-        f"{_num(r['rss_mb_ceiling'], '.0f', ' MB')}; of the daemon with tuned prefetch: "
-        f"{_num(r['rss_mb_e2e_tuned'], '.0f', ' MB')}; of the naive baseline: "
-        f"{_num(r['rss_mb_naive'], '.0f', ' MB')}.",
+        f"Peak RSS grows by {_num(r['rss_growth_mb_per_1k_segments'], '.1f')} MB per 1,000 "
+        "segments held between the two runs (which differ in events per segment too). Peak "
+        f"RSS of the ceiling process: {_num(r['rss_mb_ceiling'], '.0f', ' MB')}; of the "
+        f"daemon with tuned prefetch: {_num(r['rss_mb_e2e_tuned'], '.0f', ' MB')}; of the "
+        f"naive baseline: {_num(r['rss_mb_naive'], '.0f', ' MB')}.",
         "",
     ]
-    scaling = r["rss_scaling"]
+    scaling = r["state_scaling"]
     if scaling:
         lines += [
-            f"Peak RSS at {scaling['events_per_segment']:,} events per segment:",
+            f"Pipeline state at {scaling['events_per_segment']:,} events per segment:",
             "",
-            "| segments | peak RSS |",
+            "| segments | state |",
             "|---:|---:|",
-            *(f"| {p['segments']:,} | {p['rss_mb']:.0f} MB |" for p in scaling["points"]),
+            *(f"| {p['segments']:,} | {p['state_mb']:.0f} MB |" for p in scaling["points"]),
             "",
-            f"Slope {scaling['slope_kb_per_segment']:.1f} KB per segment; the middle point is "
-            f"off the line through the outer ones by "
-            f"{_num(scaling['max_deviation_share'], '.1%')} of the growth.",
+            f"Slope {scaling['slope_kb_per_segment']:.1f} KB per segment; the middle points are "
+            f"at most {_num(scaling['max_deviation_share'], '.2%')} of the growth off the line "
+            "through the outer ones.",
             "",
         ]
     return lines

@@ -189,9 +189,7 @@ def _targets(s: dict[str, Any]) -> list[dict[str, Any]]:
             s["latency_p99_s"],
             "<= 1 at 50,000 events/s",
             # A daemon that fell behind has an unbounded latency at that rate.
-            (not s["latency_lower_bound"] and at_most(s["latency_p99_s"], 1.0))
-            if steady
-            else None,
+            (not s["latency_lower_bound"] and at_most(s["latency_p99_s"], 1.0)) if steady else None,
         ),
     ]
 
@@ -219,6 +217,9 @@ def summarise(
     s["e2e_speedup_over_naive"] = _ratio(rows, "e2e", "naive")
     for suffix, name in (("1k_segments", "e2e"), ("10k_segments", "e2e_large")):
         s[f"rss_mb_{suffix}"] = _median_of(rows, name, lambda r: r["rss_peak_mb"])
+        s[f"rss_mb_before_scrape_{suffix}"] = _median_of(
+            rows, name, lambda r: r["extra"]["rss_after_consume_mb"]
+        )
         s[f"scrape_ms_{suffix}"] = _median_of(rows, name, lambda r: r["extra"]["scrape_ms"])
         s[f"scrape_bytes_{suffix}"] = _median_of(rows, name, lambda r: r["extra"]["scrape_bytes"])
         s[f"scrape_series_{suffix}"] = _median_of(rows, name, lambda r: r["extra"]["scrape_series"])

@@ -42,7 +42,15 @@ import numpy as np
 from bench import mean_shift as ms
 from bench.faults import FAULTS, Fault
 from bench.report import render
-from bench.scenarios import CONTROLS, ENVS, FAILURE_MODE_IDS, SegmentSpec, events, generate
+from bench.scenarios import (
+    CONTROLS,
+    ENVS,
+    EVENT_RATES,
+    FAILURE_MODE_IDS,
+    SegmentSpec,
+    events,
+    generate,
+)
 from detectors import DETECTORS, BankConfig, DetectorBank
 
 __all__ = ["Plan", "main", "run", "run_clean", "run_trial"]
@@ -58,24 +66,49 @@ ORACLE_RATIO_TARGET = 1.5
 ADWIN_ANCHOR = {0.5: 79, 1.0: 47, 2.0: 15}
 
 
+_GROUP_TIMEOUT = (
+    "`timeout_s = 300` seconds of event time, which is 15 000 events at 50 events/s, beyond "
+    "the horizon (a third of the trials run at that rate; see `recall_by_event_rate` in the "
+    "JSON); at 0.5 events/s a false violation shortly before the onset (see the clean "
+    "controls) can keep the violation span open for `quiet = 200` groups, so the fault's "
+    "violations are counted without a new alarm"
+)
 #: Why a known shortfall happens: a note in the report whenever the numbers show it (recall
 #: of the large magnitudes of that fault below the target).
 EXPLANATIONS: dict[str, str] = {
     "group_extra_member": "an episode arriving after its group completed reopens the group, "
-    "and the group is judged when it times out: `timeout_s = 300` seconds of event time, "
-    "which is 15 000 events at 50 events/s, beyond the horizon (a third of the trials run "
-    "at that rate)",
+    "which is judged when it times out after " + _GROUP_TIMEOUT,
     "group_missing_member": "a short group is only judged when it times out after "
-    "`timeout_s = 300` seconds of event time: 15 000 events at 50 events/s, beyond the "
-    "horizon (a third of the trials run at that rate)",
+    + _GROUP_TIMEOUT,
     "component_saturation": "truncated episodes (about 1%) carry 0 in every component, so a "
     "component pinned at its maximum on the completed episodes keeps a batch standard "
     "deviation near 0.1 and the saturation test (standard deviation down to 0.1 x its "
     "baseline) rarely fires; with the truncated episodes left out it detects within about "
     "600 events",
+    "reward_hack": "the hack ramps up over 2 000 events; the baselines of the change "
+    "detectors (half-life 1 000 events) absorb part of a slow rise, so the reward rise is "
+    "often detected late, not at all, or more than `within = 1000` events away from the length "
+    "rise that the joint rule needs (`reward_shift` and `length_anomaly` alarm first in most "
+    "trials, see 'other detectors')",
     "format_dominance": "the format component goes from 97% to 100% at its maximum while "
     "correctness falls; truncated episodes (format 0) keep its variance up, as for "
     "`component_saturation`, and the dominance share is not reached",
+}
+
+
+#: Why a detector raises more false alarms than its share of the budget on the clean
+#: controls: a note in the report whenever the numbers show it.
+CLEAN_EXPLANATIONS: dict[str, str] = {
+    "reward_shift": "its CUSUM runs on means of 8 consecutive rewards and takes them as "
+    "independent; the episodes of a group (one task; task difficulty has a logit sd of 1.8 "
+    "in `math`) are interleaved with the neighbouring groups over two or three batches, so "
+    "consecutive batch means are correlated and the statistic drifts further than its "
+    "calibration assumes (docs/detectors.md measured groups aligned with the batches); worst "
+    "on `grouped` (groups of 16 with an extra group effect)",
+    "group_invariant": "at 0.5 events/s a group whose episodes straddle a pause of the "
+    "stream (every control has rare lulls of about 100 events' worth of time, a few minutes "
+    "at that rate) spans more than `timeout_s = 300` seconds of event time and is judged "
+    "short; a timeout in event time does not scale with the segment's event rate",
 }
 
 
@@ -105,7 +138,7 @@ class Plan:
             return cls(True, seed, 1, 8_000, 10, True, 5000, (2000, 3000),
                        20, 3, 1_000_000, 2, 500_000, 200_000, 5_000)  # fmt: skip
         return cls(False, seed, 10, 50_000, 30, False, 5000, (2000, 5000),
-                   200, 40, 25_000_000, 4, 10_000_000, 5_000_000, 200_000)  # fmt: skip
+                   200, 40, 100_000_000, 4, 10_000_000, 5_000_000, 200_000)  # fmt: skip
 
 
 def bank_config() -> BankConfig:
@@ -391,7 +424,9 @@ def summarize_faults(
     rows = []
     for fault in FAULTS.values():
         for magnitude in magnitudes(plan, fault):
-            trials = grouped.get((fault.name, magnitude), [])
+            # in trial order (the workers finish them in any order)
+            order = {spec: t for t, spec in enumerate(fault_specs(plan, fault, magnitude))}
+            trials = sorted(grouped.get((fault.name, magnitude), []), key=lambda x: order[x[0]])
             row: dict[str, Any] = {
                 "fault": fault.name,
                 "detector": fault.detector,
@@ -410,6 +445,13 @@ def summarize_faults(
                 row["pre_onset_events"] = sum(s.onset or 0 for s, _ in trials)
                 row["other_detectors"] = dict(sorted(others.items()))
                 row["delays"] = [r["delay"] for _, r in trials]
+                by_rate: dict[float, list[int | None]] = defaultdict(list)
+                for spec, r in trials:
+                    by_rate[EVENT_RATES[spec.seed % len(EVENT_RATES)]].append(r["delay"])
+                row["recall_by_event_rate"] = {
+                    str(rate): _r(sum(d is not None for d in ds) / len(ds))
+                    for rate, ds in sorted(by_rate.items())
+                }
                 row["misses"] = [
                     {"control": s.control, "env": s.env, "seed": s.seed, "onset": s.onset}
                     for s, r in trials
@@ -545,6 +587,30 @@ def summarize_mean_shift(
     return tables["normal"], tables["bernoulli"], oracle_info
 
 
+def poisson_tail(count: int, mean: float) -> float:
+    """P(X >= count) for X ~ Poisson(mean)."""
+    term = math.exp(-mean)
+    below = 0.0
+    for k in range(count):
+        below += term
+        term *= mean / (k + 1)
+    return max(1.0 - below, 0.0)
+
+
+def over_budget(results: dict[str, Any]) -> dict[str, int]:
+    """Detectors whose clean false alarms are significantly above their share of the budget
+    (any false alarm of a detector without a budget)."""
+    events = results["clean"]["events"]
+    out = {}
+    for detector_id, d in results["detectors"].items():
+        if not d["implemented"] or not d["false_alarms"]:
+            continue
+        # an exact invariant (no budget) must never fire on a clean stream
+        if not d["arl0"] or poisson_tail(d["false_alarms"], events / d["arl0"]) < 0.01:
+            out[detector_id] = d["false_alarms"]
+    return out
+
+
 def _fmt_int(x: float) -> str:
     return f"{int(x):,}".replace(",", " ")
 
@@ -576,24 +642,24 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         {
             "target": "at most 1 page per million clean events per segment, every control",
             "met": ok,
-            "detail": f"{clean['pages']} pages in {clean['events']} events "
+            "detail": f"{clean['pages']} pages in {_fmt_int(clean['events'])} events "
             f"({clean['pages_per_million']} per million); worst control {worst[0]} "
             f"({worst[1]['pages_per_million']} per million)",
         }
     )
     arl0 = results["budget"]["bank_arl0"]
-    over = {
-        i: d["false_alarms"]
-        for i, d in detectors.items()
-        if d["implemented"] and d["arl0"] and d["false_alarms"] > clean["events"] / d["arl0"]
-    }
+    over = over_budget(results)
     out.append(
         {
-            "target": "every severity within the bank's budget (one false alarm per "
-            f"{_fmt_int(arl0)} events per segment; info, for tickets and annotations)",
+            "target": "false alarms of every severity within the bank's budget (one per "
+            f"{_fmt_int(arl0)} events per segment)",
             "met": (clean["alarms_per_million"] or 0.0) <= 1e6 / arl0,
             "detail": f"{clean['alarms']} alarms ({clean['alarms_per_million']} per million); "
-            + (f"over their share: {over}" if over else "every detector within its share"),
+            + (
+                f"over their share (Poisson p < 0.01; any alarm of an invariant): {over}"
+                if over
+                else "no detector significantly over its share"
+            ),
         }
     )
     rows = results["mean_shift"]
@@ -714,13 +780,18 @@ def notes(plan: Plan, results: dict[str, Any]) -> list[str]:
         "shift. Batching is what keeps the false-alarm budget on binary and group-correlated "
         "rewards (see docs/detectors.md).",
     ]
+    over = over_budget(results)
+    for detector_id, text in CLEAN_EXPLANATIONS.items():
+        if detector_id in over:
+            count = results["detectors"][detector_id]["false_alarms"]
+            out.append(f"`{detector_id}` ({count} false alarms on the clean controls): {text}.")
+    low: dict[str, list[str]] = defaultdict(list)
     for row in results["faults"]:
-        low = row.get("large") and row.get("recall") is not None and row["recall"] < RECALL_TARGET
-        if low and row["fault"] in EXPLANATIONS:
-            text = f"`{row['fault']}` (recall {row['recall']} at {row['magnitude']}): "
-            text += EXPLANATIONS[row["fault"]] + "."
-            if text not in out:
-                out.append(text)
+        if row.get("large") and row.get("recall") is not None and row["recall"] < RECALL_TARGET:
+            low[row["fault"]].append(f"{row['recall']} at {row['magnitude']:g}")
+    for fault, recalls in low.items():
+        if fault in EXPLANATIONS:
+            out.append(f"`{fault}` (recall {', '.join(recalls)}): {EXPLANATIONS[fault]}.")
     return out
 
 
@@ -750,6 +821,17 @@ def _version(package: str) -> str:
     return version(package)
 
 
+def rerender(out: Path, doc: Path) -> None:
+    """Recompute the derived parts (targets, notes) of stored results and rewrite the report:
+    for a change of wording, without measuring again."""
+    results = json.loads(out.read_text())
+    plan = Plan(**{**results["plan"], "onsets": tuple(results["plan"]["onsets"])})
+    results["targets"] = targets(results)
+    results["notes"] = notes(plan, results)
+    out.write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n")
+    doc.write_text(render(results))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="the fast subset (tests)")
@@ -757,7 +839,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--doc", type=Path, default=None, help=f"markdown path ({DEFAULT_DOC})")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2, help="processes (at most 2 here)")
+    parser.add_argument(
+        "--render-only",
+        action="store_true",
+        help="re-derive targets and notes of an existing JSON and rewrite it and the report",
+    )
     args = parser.parse_args(argv)
+    if args.render_only:
+        rerender(args.out or DEFAULT_OUT, args.doc or DEFAULT_DOC)
+        return
     given = sys.argv[1:] if argv is None else argv
     command = " ".join(["python -m bench.detection", *given])
     out = args.out if args.out is not None or args.quick else DEFAULT_OUT

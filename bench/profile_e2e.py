@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench._kafka_load import create_topic, delete_topics, preload, unique_topic
+from bench._kafka_load import create_topic, delete_groups, delete_topics, preload, unique_topic
 from bench.throughput import REPO_DIR, _child_env
 
 LOOP_FRAME = "Daemon._loop"
@@ -62,12 +62,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--bootstrap", default="127.0.0.1:9092")
     p.add_argument("--cpu", type=int, default=1, help="core to pin the daemon to (-1: none)")
     p.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
+    p.add_argument("--top", type=int, default=25, help="rows per table")
+    p.add_argument("--raw", type=Path, help="also keep py-spy's raw output here")
     a = p.parse_args(argv)
     pyspy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not Path(pyspy).exists():
         print("py-spy is not installed: pip install py-spy", file=sys.stderr)
         return 2
     topic = unique_topic("bench.profile")
+    group = unique_topic("bench.profile.group")
     create_topic(a.bootstrap, topic, 4)
     try:
         preload(a.bootstrap, topic, a.events, a.segments, 4)
@@ -75,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "kind": "daemon",
             "bootstrap": a.bootstrap,
             "topic": topic,
-            "group": unique_topic("bench.profile.group"),
+            "group": group,
             "target": a.events,
             "segments": a.segments,
             "cpu": None if a.cpu < 0 else a.cpu,
@@ -105,7 +108,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             raw = out.read_text()
     finally:
         delete_topics(a.bootstrap, [topic])
-    for kind, rows in hotspots(raw).items():
+        delete_groups(a.bootstrap, [group])
+    if a.raw is not None:
+        a.raw.write_text(raw)
+    for kind, rows in hotspots(raw, top=a.top).items():
         print(f"\n{kind} time, share of samples in {LOOP_FRAME}:")
         for frame, share in rows:
             print(f"  {share:6.1%}  {frame}")

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -32,7 +33,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench._kafka_load import Preloaded, create_topic, delete_topics, preload, unique_topic
+from bench._kafka_load import (
+    Preloaded,
+    create_topic,
+    delete_groups,
+    delete_topics,
+    preload,
+    unique_topic,
+)
 from bench._latency import measure_latency
 from bench._report import render
 from bench._summary import environment, summarise
@@ -169,9 +177,11 @@ def _run_child(spec: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def measure(config: Config, plan: Plan) -> dict[str, Any]:
+def measure(config: Config, plan: Plan, groups: list[str]) -> dict[str, Any]:
     """Run ``plan`` in a fresh process; its result with the plan's name and topic."""
-    result = _run_child(_spec(config, plan))
+    spec = _spec(config, plan)
+    groups.append(spec["group"])
+    result = _run_child(spec)
     result.update(name=plan.name, segments=plan.topic.segments, topic_events=plan.topic.events)
     return result
 
@@ -234,48 +244,30 @@ def _preload(config: Config, segments: int, events: int, seed: int) -> Preloaded
     return loaded
 
 
-def run(config: Config) -> dict[str, Any]:
-    """Preload, measure every configuration ``runs`` times, and summarise."""
-    started = time.monotonic()
-    load_start = os.getloadavg()
-    created: list[str] = []
-    try:
-        main = _preload(config, config.segments, config.events, seed=1)
-        created.append(main.topic)
-        large = _preload(config, config.segments_large, config.events, seed=2)
-        created.append(large.topic)
-        plans = _plans(config, main, large)
-        measurements: list[dict[str, Any]] = []
-        latency_runs: list[dict[str, Any]] = []
-        for round_ in range(config.runs):
-            for plan in plans:
-                result = measure(config, plan)
-                result["round"] = round_
-                measurements.append(result)
-                _say(
-                    f"round {round_ + 1}/{config.runs} {plan.name:<17} "
-                    f"{result['events_per_s']:>10,.0f} events/s  "
-                    f"peak RSS {result['rss_peak_mb']:.0f} MB  load {result['load_start']:.2f}"
-                )
-            latency, topic = measure_latency(
-                config.bootstrap,
-                config.segments,
-                config.latency_rate,
-                config.latency_seconds,
-                {"bootstrap": config.bootstrap, "cpu": config.cpu},
-                _child_env(),
-                REPO_DIR,
-            )
-            created.append(topic)
-            latency_runs.append({**asdict(latency), "round": round_})
-            _say(
-                f"round {round_ + 1}/{config.runs} latency at {latency.achieved_rate:,.0f}/s: "
-                f"p50 {latency.p50_s:.3f} s, p99 {latency.p99_s:.3f} s"
-            )
-        state = probe_state(config)
-    finally:
-        delete_topics(config.bootstrap, created)
-    info = {
+def _latency_round(
+    config: Config, round_: int, created: list[str], groups: list[str]
+) -> dict[str, Any]:
+    latency, topic, group = measure_latency(
+        config.bootstrap,
+        config.segments,
+        config.latency_rate,
+        config.latency_seconds,
+        {"bootstrap": config.bootstrap, "cpu": config.cpu},
+        _child_env(),
+        REPO_DIR,
+    )
+    created.append(topic)
+    groups.append(group)
+    bound = ">= " if latency.lower_bound else ""
+    _say(
+        f"round {round_ + 1}/{config.runs} latency at {latency.achieved_rate:,.0f}/s: "
+        f"p50 {bound}{latency.p50_s:.3f} s, p99 {bound}{latency.p99_s:.3f} s"
+    )
+    return {**asdict(latency), "round": round_}
+
+
+def _info(config: Config) -> dict[str, Any]:
+    return {
         **environment(REPO_DIR),
         "quick": config.quick,
         "bootstrap": config.bootstrap,
@@ -291,6 +283,39 @@ def run(config: Config) -> dict[str, Any]:
         "slow_events": config.slow_events,
         "pinned_cpu": config.cpu,
         "tuned_consumer": TUNED,
+    }
+
+
+def run(config: Config) -> dict[str, Any]:
+    """Preload, measure every configuration ``runs`` times, and summarise."""
+    started = time.monotonic()
+    load_start = os.getloadavg()
+    created: list[str] = []
+    groups: list[str] = []
+    measurements: list[dict[str, Any]] = []
+    latency_runs: list[dict[str, Any]] = []
+    try:
+        main = _preload(config, config.segments, config.events, seed=1)
+        created.append(main.topic)
+        large = _preload(config, config.segments_large, config.events, seed=2)
+        created.append(large.topic)
+        plans = _plans(config, main, large)
+        for round_ in range(config.runs):
+            for plan in plans:
+                result = {**measure(config, plan, groups), "round": round_}
+                measurements.append(result)
+                _say(
+                    f"round {round_ + 1}/{config.runs} {plan.name:<17} "
+                    f"{result['events_per_s']:>10,.0f} events/s over {result['events']:,} events, "
+                    f"peak RSS {result['rss_peak_mb']:.0f} MB, load {result['load_start']:.2f}"
+                )
+            latency_runs.append(_latency_round(config, round_, created, groups))
+        state = probe_state(config)
+    finally:
+        delete_topics(config.bootstrap, created)
+        delete_groups(config.bootstrap, groups)
+    info = {
+        **_info(config),
         "load_average_start": list(load_start),
         "load_average_end": list(os.getloadavg()),
         "wall_time_s": round(time.monotonic() - started, 1),
@@ -305,7 +330,12 @@ def write(results: dict[str, Any], results_path: Path, doc_path: Path) -> None:
     doc_path.write_text(render(results))
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds through run(), which deletes its topics
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     config = parse_args(argv)
     results = run(config)
     write(results, config.results, config.doc)
