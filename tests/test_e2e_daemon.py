@@ -6,6 +6,7 @@ Each test uses its own topic, consumer group and run id, so tests do not see eac
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -25,7 +26,7 @@ from monitor.simulate import Fault, SimulationConfig, generate_messages
 pytestmark = pytest.mark.stack
 
 # The port the local Prometheus scrapes (deploy/prometheus/prometheus.yml.template).
-SCRAPED_LISTEN = "127.0.0.1:9108"
+SCRAPED_LISTEN = f"127.0.0.1:{os.environ.get('DAEMON_PORT', '9108')}"
 
 
 def produce(bootstrap: str, topic: str, messages: Iterator[tuple[bytes, bytes]]) -> int:

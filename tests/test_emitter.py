@@ -1,6 +1,6 @@
 """Tests of the trainer-side producer helpers (monitor.emitter).
 
-The Kafka tests need the broker at 127.0.0.1:9092 (override with ROLLOUT_MONITOR_TEST_KAFKA);
+The Kafka tests need the broker at 127.0.0.1:$KAFKA_PORT (default 9092, or ROLLOUT_MONITOR_TEST_KAFKA);
 when it is not reachable they fail with a message saying so: they are never skipped.
 """
 
@@ -22,7 +22,9 @@ import pytest
 from monitor.emitter import JsonlWriter, RolloutEmitter, prepare_event
 from monitor.events import InvalidEvent, RolloutEvent, decode_event
 
-BOOTSTRAP = os.environ.get("ROLLOUT_MONITOR_TEST_KAFKA", "127.0.0.1:9092")
+BOOTSTRAP = os.environ.get(
+    "ROLLOUT_MONITOR_TEST_KAFKA", f"127.0.0.1:{os.environ.get('KAFKA_PORT', '9092')}"
+)
 
 
 def _event(run: str = "run-a", env: str = "math-v2", **extra: Any) -> dict[str, Any]:
