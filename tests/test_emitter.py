@@ -1,7 +1,7 @@
 """Tests of the trainer-side producer helpers (monitor.emitter).
 
-The Kafka tests need the broker at 127.0.0.1:$KAFKA_PORT (default 9092, or ROLLOUT_MONITOR_TEST_KAFKA);
-when it is not reachable they fail with a message saying so: they are never skipped.
+The Kafka tests need the broker at 127.0.0.1:$KAFKA_PORT (default 9092; ROLLOUT_MONITOR_TEST_KAFKA
+overrides it). When it is not reachable they fail with a message saying so: they are never skipped.
 """
 
 from __future__ import annotations
