@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import inspect
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from detectors.alarm import Alarm, Severity
 from detectors.protocol import EventLike
+
+if TYPE_CHECKING:
+    from detectors.rate_bound import RateBound
 
 
 def check_param(ok: bool, name: str, expected: str, value: object) -> None:
@@ -83,3 +86,34 @@ class _FailureModeDetector(_Base):
     def threshold(self) -> float:
         """The bound the statistic is compared against."""
         raise NotImplementedError
+
+
+class _RateDetector(_FailureModeDetector):
+    """A failure-mode detector decided by one :class:`~detectors.rate_bound.RateBound`.
+
+    Subclasses set ``_rate`` and ``_threshold``; the exported statistic is the rate test's
+    lower bound, and the condition holds while that bound is above the threshold.
+    """
+
+    __slots__ = ()
+
+    _rate: RateBound
+    _threshold: float
+
+    @property
+    def rate(self) -> RateBound:
+        """The underlying rate test."""
+        return self._rate
+
+    @property
+    def threshold(self) -> float:
+        """Share above which the lower bound alarms (the constructor argument)."""
+        return self._threshold
+
+    @property
+    def active(self) -> bool:
+        return self._rate.active
+
+    @property
+    def statistic(self) -> float:
+        return self._rate.statistic

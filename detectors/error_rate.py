@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from detectors._base import _FailureModeDetector, percent
+from detectors._base import _RateDetector, percent
 from detectors.alarm import Alarm, Severity
 from detectors.protocol import EventLike
 from detectors.rate_bound import RateBound
@@ -18,7 +18,7 @@ _UNKNOWN = ERROR_WHERE.index("unknown") + 1
 _WHERE_CODE = {where: i + 1 for i, where in enumerate(ERROR_WHERE)}
 
 
-class ErrorRate(_FailureModeDetector):
+class ErrorRate(_RateDetector):
     """Pages when the failure share of a segment is confidently above ``threshold``.
 
     An episode is a failure when ``status == "failed"`` or an ``error`` is attached. The share
@@ -136,21 +136,3 @@ class ErrorRate(_FailureModeDetector):
         """Failures in the window per ``error.where``."""
         labels = self._rate.label_counts()
         return {where: labels.get(i + 1, 0) for i, where in enumerate(ERROR_WHERE)}
-
-    @property
-    def rate(self) -> RateBound:
-        """The underlying rate test."""
-        return self._rate
-
-    @property
-    def threshold(self) -> float:
-        """Share above which the lower bound alarms (the constructor argument)."""
-        return self._threshold
-
-    @property
-    def active(self) -> bool:
-        return self._rate.active
-
-    @property
-    def statistic(self) -> float:
-        return self._rate.statistic

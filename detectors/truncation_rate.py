@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from detectors._base import _FailureModeDetector, check_param, percent
+from detectors._base import _RateDetector, check_param, percent
 from detectors.alarm import Alarm, Severity
 from detectors.protocol import EventLike
 from detectors.rate_bound import RateBound
@@ -14,7 +14,7 @@ __all__ = ["TruncationRate"]
 _TRUNCATING_STOPS = frozenset(("length", "max_turns"))
 
 
-class TruncationRate(_FailureModeDetector):
+class TruncationRate(_RateDetector):
     """Warns when the truncated share is confidently above ``threshold``; pages above half.
 
     An episode is truncated when ``status == "truncated"``, ``stop_reason`` is ``length`` or
@@ -142,21 +142,3 @@ class TruncationRate(_FailureModeDetector):
             summary=summary,
             direction="up",
         )
-
-    @property
-    def rate(self) -> RateBound:
-        """The underlying rate test."""
-        return self._rate
-
-    @property
-    def threshold(self) -> float:
-        """Share above which the lower bound alarms (the constructor argument)."""
-        return self._threshold
-
-    @property
-    def active(self) -> bool:
-        return self._rate.active
-
-    @property
-    def statistic(self) -> float:
-        return self._rate.statistic

@@ -6,7 +6,7 @@ import math
 from collections import OrderedDict
 from typing import Any, ClassVar
 
-from detectors._base import _FailureModeDetector, check_param, percent
+from detectors._base import _RateDetector, check_param, percent
 from detectors.alarm import Alarm, Severity
 from detectors.protocol import EventLike
 from detectors.rate_bound import RateBound
@@ -17,7 +17,7 @@ __all__ = ["VerifierFlakiness"]
 _SALT = hash("verifier_flakiness")
 
 
-class VerifierFlakiness(_FailureModeDetector):
+class VerifierFlakiness(_RateDetector):
     """Warns when re-scored completions get another score too often (a non-deterministic judge).
 
     A bounded LRU map (``OrderedDict``, at most ``capacity`` entries) remembers the latest
@@ -185,16 +185,3 @@ class VerifierFlakiness(_FailureModeDetector):
     def remembered(self) -> int:
         """Pairs in the map."""
         return len(self._scores)
-
-    @property
-    def threshold(self) -> float:
-        """Share above which the lower bound alarms (the constructor argument)."""
-        return self._threshold
-
-    @property
-    def active(self) -> bool:
-        return self._rate.active
-
-    @property
-    def statistic(self) -> float:
-        return self._rate.statistic
