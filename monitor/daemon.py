@@ -208,6 +208,12 @@ class Daemon:
         except OSError as exc:
             log.error("checkpoint write failed (%s); offsets stay uncommitted", exc)
             return
+        if not self.source.connected:
+            # A synchronous commit would block the loop (and the readiness it refreshes) until
+            # the broker answers; the checkpoint covers these offsets, which stay pending.
+            self._connected = False
+            log.warning("broker unreachable; offset commit deferred")
+            return
         try:
             self.source.commit(offsets)
         except SourceError as exc:
