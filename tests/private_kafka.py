@@ -51,7 +51,7 @@ def render(template: str, values: dict[str, str]) -> str:
 class PrivateKafka:
     """One KRaft node (broker and controller) that a test can stop and start again."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, extra: dict[str, str] | None = None) -> None:
         self.workdir = workdir
         self.port, self.controller_port = free_port(), free_port()
         self.bootstrap = f"127.0.0.1:{self.port}"
@@ -68,6 +68,8 @@ class PrivateKafka:
                     "KAFKA_DATA_DIR": str(self.data_dir),
                 },
             )
+            + "".join(f"\n{key}={value}" for key, value in (extra or {}).items())
+            + "\n"
         )
         self.process: subprocess.Popen[bytes] | None = None
         cluster_id = self._java("kafka.tools.StorageTool", "random-uuid").strip()
