@@ -1,31 +1,37 @@
 """Push the committed dashboards to Grafana, and post alarms to it as annotations.
 
-``rollout-monitor dashboards push --url URL --token TOKEN [--folder NAME]`` creates or
-overwrites every dashboard of ``dashboards/json`` (matched by uid) through Grafana's HTTP API
-with grafana-client. :func:`register` adds it (and ``dashboards generate``) to the CLI; each
+``rollout-monitor dashboards push [--config FILE]`` creates or overwrites every dashboard of
+``dashboards/json`` (matched by uid) through Grafana's HTTP API with grafana-client. Where
+Grafana is and how to log in come from the ``grafana`` settings section (``ROLLOUT_MONITOR_
+GRAFANA__URL``, ``__TOKEN`` or ``__USERNAME`` + ``__PASSWORD``, ``__ORG_ID``, ...; see
+``monitor.config.GrafanaSettings``); ``--url``, ``--folder``, ``--org-id`` and ``--token``
+override them. :func:`register` adds it (and ``dashboards generate``) to the CLI; each
 handler is the parser default ``func(args) -> int``, returning the exit status.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+import niquests
 from grafana_client import GrafanaApi
 from grafana_client.client import GrafanaException
 
 from dashboards import ALARM_TAG, JSON_DIR, load_committed
+from monitor.config import ConfigError, GrafanaSettings, load_settings, with_overrides
 
 __all__ = [
     "ALARM_TAG",
     "annotate_alarm",
     "connect",
+    "connect_with",
     "ensure_folder",
     "push_dashboards",
     "register",
@@ -33,9 +39,43 @@ __all__ = [
 COMMIT_MESSAGE = "rollout-monitor dashboards push"
 
 
-def connect(url: str, token: str, *, timeout: float = 10.0) -> GrafanaApi:
-    """A client for the Grafana at ``url``, authenticating with a service-account token."""
-    return GrafanaApi.from_url(url=url, credential=token, timeout=timeout)
+def connect(
+    url: str,
+    credential: str | tuple[str, str] | None,
+    *,
+    timeout: float = 10.0,
+    org_id: int | None = None,
+    verify: bool | str = True,
+) -> GrafanaApi:
+    """A client for the Grafana at ``url`` (a sub-path such as ``/grafana`` is kept).
+
+    ``credential`` is a service-account token (sent as ``Bearer``) or ``(user, password)``
+    (basic auth); ``org_id`` is sent as ``X-Grafana-Org-Id``; ``verify`` is whether to check
+    the server's TLS certificate, or the path of a CA bundle to check it against.
+    """
+    parts = urlsplit(url)
+    prefix = parts.path.strip("/")
+    return GrafanaApi(
+        auth=credential,
+        host=parts.hostname or "localhost",
+        port=parts.port,
+        url_path_prefix=prefix + "/" if prefix else "",
+        protocol=parts.scheme or "http",
+        verify=verify,
+        timeout=timeout,
+        organization_id=org_id,
+    )
+
+
+def connect_with(settings: GrafanaSettings) -> GrafanaApi:
+    """A client configured by the ``grafana`` settings section."""
+    return connect(
+        settings.url,
+        settings.credential(),
+        timeout=settings.timeout_seconds,
+        org_id=settings.org_id,
+        verify=settings.tls_verify(),
+    )
 
 
 def folder_uid_for(title: str) -> str:
@@ -99,21 +139,48 @@ def annotate_alarm(
     )
 
 
+def grafana_settings(args: argparse.Namespace) -> GrafanaSettings:
+    """The ``grafana`` settings (environment, ``--config`` file) with the flags applied."""
+    settings = load_settings(args.config).grafana
+    overrides: dict[str, object] = {}
+    if args.url is not None:
+        overrides["url"] = args.url
+    if args.folder is not None:
+        overrides["folder"] = args.folder
+    if args.org_id is not None:
+        overrides["org_id"] = args.org_id
+    if args.token is not None:
+        overrides.update(token=args.token, username=None, password=None)
+    return with_overrides(settings, "grafana", **overrides) if overrides else settings
+
+
 def run_push(args: argparse.Namespace) -> int:
     """Handler of ``dashboards push``."""
-    if not args.token:
-        print("dashboards push: give --token or set GRAFANA_TOKEN", file=sys.stderr)
+    try:
+        settings = grafana_settings(args)
+    except ConfigError as exc:
+        print(f"dashboards push: {exc}", file=sys.stderr)
+        return 2
+    if not settings.has_credentials:
+        print(
+            "dashboards push: no Grafana credentials: set ROLLOUT_MONITOR_GRAFANA__TOKEN (or "
+            "__USERNAME and __PASSWORD), or [grafana] in the --config file",
+            file=sys.stderr,
+        )
         return 2
     dashboards = load_committed(args.dir)
     if not dashboards:
         print(f"dashboards push: no dashboard JSON in {args.dir}", file=sys.stderr)
         return 2
-    api = connect(args.url, args.token)
+    api = connect_with(settings)
     try:
-        folder_uid = ensure_folder(api, args.folder) if args.folder else None
+        folder_uid = ensure_folder(api, settings.folder) if settings.folder else None
         replies = push_dashboards(api, dashboards, folder_uid)
     except GrafanaException as exc:
         print(f"dashboards push: Grafana refused: {exc}", file=sys.stderr)
+        return 1
+    except niquests.exceptions.RequestException as exc:
+        print(f"dashboards push: cannot reach Grafana at {settings.url}: {exc}", file=sys.stderr)
         return 1
     for name, reply in zip(dashboards, replies, strict=True):
         print(f"pushed {name}: uid={reply.get('uid')} version={reply.get('version')}")
@@ -136,14 +203,25 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     push = commands.add_parser(
         "push",
         help="create or update the dashboards in a Grafana",
-        description="Create or overwrite every dashboard of the JSON folder, matched by uid.",
+        description=(
+            "Create or overwrite every dashboard of the JSON folder, matched by uid. Grafana's "
+            "URL and credentials come from the grafana settings: ROLLOUT_MONITOR_GRAFANA__URL, "
+            "ROLLOUT_MONITOR_GRAFANA__TOKEN (a service-account token) or "
+            "ROLLOUT_MONITOR_GRAFANA__USERNAME and __PASSWORD, __ORG_ID, __TIMEOUT_SECONDS, "
+            "__VERIFY_TLS, __CA_FILE, __FOLDER, or the [grafana] table of --config. "
+            "The flags below override them."
+        ),
     )
-    push.add_argument("--url", required=True, help="Grafana base URL, e.g. http://127.0.0.1:3000")
+    push.add_argument("--config", type=Path, default=None, help="TOML configuration file")
+    push.add_argument("--url", help="Grafana base URL, e.g. http://127.0.0.1:3000")
     push.add_argument(
         "--token",
-        default=os.environ.get("GRAFANA_TOKEN"),
-        help="service-account token (default: $GRAFANA_TOKEN)",
+        help=(
+            "service-account token; visible to every local user in the process list, so "
+            "prefer ROLLOUT_MONITOR_GRAFANA__TOKEN or the --config file"
+        ),
     )
+    push.add_argument("--org-id", type=int, help="organisation id (X-Grafana-Org-Id)")
     push.add_argument("--folder", help="folder title, created when missing (default: General)")
     push.add_argument(
         "--dir", type=Path, default=JSON_DIR, help="dashboard JSON folder (default: %(default)s)"

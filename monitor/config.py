@@ -10,9 +10,19 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    FilePath,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -110,12 +120,46 @@ class DetectorSettings(BaseModel):
         )
 
 
+def _check_http_url(value: str | None, *, where: str) -> str | None:
+    """An ``http(s)://host[:port][/prefix]`` URL without credentials in it (they would be
+    printed by ``check-config``); empty means "not configured"."""
+    if not value:
+        return None
+    parsed = urlsplit(value)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ValueError(f"must be an http:// or https:// URL with a host, e.g. {where}")
+    try:
+        parsed.port  # noqa: B018 - raises on a port that is not a number in range
+    except ValueError:
+        raise ValueError("has an invalid port") from None
+    if parsed.username is not None or parsed.password is not None:
+        raise ValueError("must not contain credentials; use the username/password settings")
+    return value
+
+
+def _check_credentials(
+    section: str,
+    token_field: str,
+    token: SecretStr | None,
+    username: str | None,
+    password: SecretStr | None,
+) -> None:
+    if (username is None) != (password is None):
+        raise ValueError(f"{section}.username and {section}.password must be given together")
+    if token is not None and username is not None:
+        raise ValueError(
+            f"give either {section}.{token_field} or {section}.username and password, not both"
+        )
+
+
 class AlertmanagerSettings(BaseModel):
     """Where alerts are posted (Alertmanager v2 API) and how delivery behaves."""
 
     model_config = _FROZEN
 
     url: str | None = "http://127.0.0.1:9093"
+    # Basic auth, or a bearer token; at most one of the two, as in Alertmanager's own
+    # http_config.
     username: str | None = None
     password: SecretStr | None = None
     bearer_token: SecretStr | None = None
@@ -127,6 +171,73 @@ class AlertmanagerSettings(BaseModel):
     # Where the detector docs are served; alerts link to {runbook_base_url}#{detector_id}.
     runbook_base_url: str = "docs/detectors.md"
     alerts_file: Path | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        return _check_http_url(value, where="http://127.0.0.1:9093")
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> AlertmanagerSettings:
+        _check_credentials(
+            "alertmanager", "bearer_token", self.bearer_token, self.username, self.password
+        )
+        if self.resend_seconds >= self.expire_seconds:
+            raise ValueError(
+                "alertmanager.resend_seconds must be below alertmanager.expire_seconds, "
+                "or Alertmanager resolves firing alerts between two re-sends"
+            )
+        return self
+
+
+class GrafanaSettings(BaseModel):
+    """The Grafana that ``dashboards push`` writes to, through its HTTP API."""
+
+    model_config = _FROZEN
+
+    url: str = "http://127.0.0.1:3000"
+    # A service-account token (sent as a bearer token), or a user's basic-auth credentials.
+    token: SecretStr | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    # Sent as X-Grafana-Org-Id (a service-account token is bound to its own organisation).
+    org_id: int | None = Field(None, ge=1)
+    timeout_seconds: float = Field(10.0, gt=0, le=600)
+    verify_tls: bool = True
+    ca_file: FilePath | None = None
+    # Folder title the dashboards go to, created when missing; None is Grafana's General.
+    folder: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        checked = _check_http_url(value, where="http://127.0.0.1:3000")
+        if checked is None:
+            raise ValueError("must not be empty")
+        return checked
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> GrafanaSettings:
+        _check_credentials("grafana", "token", self.token, self.username, self.password)
+        if self.ca_file is not None and not self.verify_tls:
+            raise ValueError("grafana.ca_file is set but grafana.verify_tls is false")
+        return self
+
+    @property
+    def has_credentials(self) -> bool:
+        return self.token is not None or self.username is not None
+
+    def credential(self) -> str | tuple[str, str] | None:
+        """The token, or (username, password), as grafana-client takes them."""
+        if self.token is not None:
+            return self.token.get_secret_value()
+        if self.username is not None and self.password is not None:
+            return (self.username, self.password.get_secret_value())
+        return None
+
+    def tls_verify(self) -> bool | str:
+        """``verify`` for the HTTP client: a CA bundle path, or whether to check at all."""
+        return str(self.ca_file) if self.ca_file is not None else self.verify_tls
 
 
 class HttpSettings(BaseModel):
@@ -188,6 +299,7 @@ class Settings(BaseSettings):
     pipeline: PipelineSettings = PipelineSettings()
     detectors: DetectorSettings = DetectorSettings()
     alertmanager: AlertmanagerSettings = AlertmanagerSettings()
+    grafana: GrafanaSettings = GrafanaSettings()
     http: HttpSettings = HttpSettings()
     checkpoint: CheckpointSettings = CheckpointSettings()
     log: LogSettings = LogSettings()
@@ -237,9 +349,31 @@ def load_settings(config_file: Path | None = None) -> Settings:
         raise ConfigError(f"invalid configuration: {exc}") from None
 
 
-def _describe(exc: ValidationError) -> str:
+_Section = TypeVar("_Section", bound=BaseModel)
+
+
+def with_overrides(section: _Section, name: str, **values: Any) -> _Section:
+    """A copy of the settings section ``name`` with ``values`` (e.g. command-line flags)
+    replacing its fields, validated like the file and the environment are."""
+    try:
+        return type(section).model_validate({**dict(section), **values})
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, prefix=(name,))) from None
+
+
+_SECRET_WORDS = ("password", "token", "secret")
+
+
+def _describe(exc: ValidationError, prefix: tuple[str, ...] = ()) -> str:
     lines = []
     for err in exc.errors():
-        field = ".".join(str(p) for p in err["loc"])
-        lines.append(f"{field}: {err['msg']} (got {err.get('input')!r})")
+        field = ".".join(str(p) for p in (*prefix, *err["loc"]))
+        given = err.get("input")
+        # Not shown: a section-level error's input (the whole section, secrets included),
+        # secrets, and URLs that carry credentials.
+        secret = any(word in field for word in _SECRET_WORDS)
+        if isinstance(given, dict) or secret or (isinstance(given, str) and "@" in given):
+            lines.append(f"{field}: {err['msg']}")
+        else:
+            lines.append(f"{field}: {err['msg']} (got {given!r})")
     return "invalid configuration: " + "; ".join(lines)

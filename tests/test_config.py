@@ -52,6 +52,14 @@ def test_secrets_are_masked(monkeypatch: pytest.MonkeyPatch) -> None:
         ("ROLLOUT_MONITOR_HTTP__LISTEN", "nowhere", "http.listen"),
         ("ROLLOUT_MONITOR_KAFKA__BACKEND", "rdkafka-go", "kafka.backend"),
         ("ROLLOUT_MONITOR_DETECTORS__BUDGET_EVENTS", "-1", "detectors.budget_events"),
+        ("ROLLOUT_MONITOR_ALERTMANAGER__URL", "127.0.0.1:9093", "alertmanager.url"),
+        ("ROLLOUT_MONITOR_ALERTMANAGER__URL", "http://127.0.0.1:port", "alertmanager.url"),
+        ("ROLLOUT_MONITOR_GRAFANA__URL", "ftp://grafana.example", "grafana.url"),
+        ("ROLLOUT_MONITOR_GRAFANA__URL", "", "grafana.url"),
+        ("ROLLOUT_MONITOR_GRAFANA__ORG_ID", "0", "grafana.org_id"),
+        ("ROLLOUT_MONITOR_GRAFANA__TIMEOUT_SECONDS", "-1", "grafana.timeout_seconds"),
+        ("ROLLOUT_MONITOR_GRAFANA__VERIFY_TLS", "maybe", "grafana.verify_tls"),
+        ("ROLLOUT_MONITOR_GRAFANA__CA_FILE", "/nonexistent/ca.pem", "grafana.ca_file"),
     ],
 )
 def test_bad_value_names_the_field(
@@ -90,3 +98,81 @@ def test_schema_command_prints_json_schema() -> None:
         [sys.executable, "-m", "monitor.cli", "schema"], capture_output=True, text=True, check=True
     ).stdout
     assert "RolloutEvent" in json.loads(out)["$defs"]
+
+
+def test_grafana_settings_from_the_environment_and_the_toml_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("not parsed until a request is made\n")
+    toml = tmp_path / "c.toml"
+    toml.write_text(
+        '[grafana]\nurl = "https://grafana.example/grafana"\nusername = "admin"\n'
+        f'password = "pw-from-file"\norg_id = 3\nca_file = "{ca}"\nfolder = "RL"\n'
+    )
+    monkeypatch.setenv("ROLLOUT_MONITOR_GRAFANA__TIMEOUT_SECONDS", "2.5")
+    grafana = load_settings(toml).grafana
+    assert grafana.url == "https://grafana.example/grafana" and grafana.org_id == 3
+    assert grafana.credential() == ("admin", "pw-from-file")
+    assert grafana.tls_verify() == str(ca) and grafana.timeout_seconds == 2.5
+    assert grafana.folder == "RL"
+
+    monkeypatch.setenv("ROLLOUT_MONITOR_GRAFANA__TOKEN", "glsa_token")
+    with pytest.raises(ConfigError, match=r"either grafana\.token or grafana\.username"):
+        load_settings(toml)  # a token from the environment and a password from the file
+
+
+def test_grafana_token_and_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    grafana = load_settings().grafana
+    assert grafana.url == "http://127.0.0.1:3000" and not grafana.has_credentials
+    assert grafana.credential() is None and grafana.tls_verify() is True
+    monkeypatch.setenv("ROLLOUT_MONITOR_GRAFANA__TOKEN", "glsa_token")
+    monkeypatch.setenv("ROLLOUT_MONITOR_GRAFANA__VERIFY_TLS", "false")
+    grafana = load_settings().grafana
+    assert grafana.credential() == "glsa_token" and grafana.tls_verify() is False
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        (
+            {"GRAFANA__TOKEN": "t", "GRAFANA__USERNAME": "u", "GRAFANA__PASSWORD": "p"},
+            ["grafana.token", "grafana.username"],
+        ),
+        ({"GRAFANA__USERNAME": "u"}, ["grafana.username", "grafana.password"]),
+        (
+            {"GRAFANA__VERIFY_TLS": "false", "GRAFANA__CA_FILE": "pyproject.toml"},
+            ["grafana.ca_file", "grafana.verify_tls"],
+        ),
+        ({"ALERTMANAGER__PASSWORD": "p"}, ["alertmanager.username", "alertmanager.password"]),
+        (
+            {
+                "ALERTMANAGER__BEARER_TOKEN": "t",
+                "ALERTMANAGER__USERNAME": "u",
+                "ALERTMANAGER__PASSWORD": "p",
+            },
+            ["alertmanager.bearer_token", "alertmanager.username"],
+        ),
+        (
+            {"ALERTMANAGER__RESEND_SECONDS": "300"},
+            ["alertmanager.resend_seconds", "alertmanager.expire_seconds"],
+        ),
+    ],
+)
+def test_inconsistent_credentials_name_the_fields(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], named: list[str]
+) -> None:
+    for key, value in env.items():
+        monkeypatch.setenv("ROLLOUT_MONITOR_" + key, value)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    for field in named:
+        assert field in str(info.value)
+    assert "'p'" not in str(info.value) and "'t'" not in str(info.value), "no secret echoed"
+
+
+def test_alertmanager_url_may_be_empty_to_disable_posting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ROLLOUT_MONITOR_ALERTMANAGER__URL", "")
+    assert load_settings().alertmanager.url is None

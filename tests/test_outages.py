@@ -1,9 +1,14 @@
-"""Outages the daemon must ride out: Alertmanager down while an alert fires, and the broker
-stopped mid-stream.
+"""Outages the daemon must ride out: Alertmanager down while an alert fires (20 seconds, and
+3 minutes while several runs raise alerts), and the broker stopped mid-stream.
 
 Alertmanager: the daemon posts to a port where nothing listens; the alert waits in the
 delivery queue (errors counted, backoff capped low for the test) until the test starts a
 real Alertmanager on that port, which notifies a receiver of the test's own.
+
+Alertmanager for minutes: a private Alertmanager that has delivered an alert is stopped for
+3 minutes while three runs raise alerts a minute apart; the alerts wait in the queue, the
+retries follow the backoff, and every alert reaches the receiver within one maximum backoff
+once Alertmanager is back, nothing dropped.
 
 Broker: a private broker (tests/private_kafka.py) is stopped for 30 seconds between the two
 halves of a stream; the daemon stays up, serves /metrics, reports not-ready, and processes
@@ -17,6 +22,7 @@ import shutil
 import subprocess
 import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -249,6 +255,187 @@ def test_alert_raised_while_alertmanager_is_down_is_delivered_once_it_is_up(
         print(
             f"Alertmanager down {AM_DOWN_SECONDS:.0f}s: {errors:.0f} failed posts, "
             f"{queued:.0f} queued; delivered {delivered_after:.1f}s after it came up"
+        )
+    finally:
+        assert daemon.stop() == 0, daemon.log_tail()
+        am.stop()
+
+
+# -- Alertmanager down for minutes ----------------------------------------------------------
+
+#: The long outage, and the delivery settings it runs with.
+LONG_AM_DOWN_SECONDS = 180.0
+LONG_MAX_BACKOFF_SECONDS = 10.0
+LONG_TIMEOUT_SECONDS = 2.0
+#: Seconds into the long outage at which a new run with two faults starts raising alerts.
+RAISE_AT = (0.0, 60.0, 120.0)
+#: How often the test samples /metrics and Alertmanager's API.
+POLL_SECONDS = 0.5
+#: The daemon's delivery thread wakes at least this often (monitor/alertmanager.py).
+CLIENT_POLL_SECONDS = 1.0
+
+
+def fault_stream(run: str, seed: int) -> list[tuple[bytes, bytes]]:
+    """6,000 events of one run whose code sandbox fails and whose tool harness truncates."""
+    faults = (
+        Fault("error_burst", "code-sandbox", 2000, 0.5),
+        Fault("truncation", "tool-use", 2000, 0.5),
+    )
+    return list(
+        generate_messages(SimulationConfig(seed=seed, runs=(run,), events=6000, faults=faults))
+    )
+
+
+def most_failed_posts(down_seconds: float, max_backoff: float) -> int:
+    """Posts a client can make in ``down_seconds`` if every wait is as short as the jitter
+    allows (half the backoff, which starts at 0.5 s and doubles up to ``max_backoff``)."""
+    posts, backoff, elapsed = 1, 0.0, 0.0
+    while True:
+        backoff = min(max_backoff, max(0.5, backoff * 2))
+        elapsed += 0.5 * backoff
+        if elapsed > down_seconds:
+            return posts
+        posts += 1
+
+
+def wait_processed(daemon: DaemonProcess, total: int) -> None:
+    wait_until(
+        lambda: metric(daemon, "rollout_monitor_events_processed_total") >= total,
+        timeout=60,
+        interval=POLL_SECONDS,
+        message=f"{total} events processed",
+    )
+
+
+def firing_in_file(path: Path, runs: set[str]) -> set[tuple[str, str, str]]:
+    """(run, env, alertname) of the firing transitions the daemon wrote to its alerts file."""
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return {
+        (r["run"], r["env"], r["alertname"])
+        for r in records
+        if r["status"] == "firing" and r["run"] in runs
+    }
+
+
+def held_by(am: Alertmanager, runs: set[str]) -> set[tuple[str, str, str]]:
+    """(run, env, alertname) of the alerts Alertmanager holds for ``runs``."""
+    with urllib.request.urlopen(am.url + "/api/v2/alerts", timeout=5) as response:
+        alerts = json.loads(response.read())
+    return {
+        (a["labels"]["run"], a["labels"]["env"], a["labels"]["alertname"])
+        for a in alerts
+        if a["labels"].get("run") in runs
+    }
+
+
+def test_alerts_raised_during_a_3_minute_alertmanager_outage_are_all_delivered(
+    stack: Stack,
+    kafka_topic: Callable[..., str],
+    receiver: NotificationReceiver,
+    tmp_path: Path,
+) -> None:
+    assert Path(ALERTMANAGER_BIN).exists(), "prometheus-alertmanager is missing: deploy/install.sh"
+    topic = kafka_topic(partitions=2)
+    tag = uuid.uuid4().hex[:6]
+    before_run = f"amlong-before-{tag}"
+    outage_runs = [f"amlong-{i}-{tag}" for i in range(len(RAISE_AT))]
+    am = Alertmanager(tmp_path / "am", free_port(), receiver.url)
+    alerts_file = tmp_path / "alerts.jsonl"
+    env = {
+        "ROLLOUT_MONITOR_KAFKA__BOOTSTRAP_SERVERS": stack.kafka_bootstrap,
+        "ROLLOUT_MONITOR_KAFKA__TOPICS": topic,
+        "ROLLOUT_MONITOR_KAFKA__GROUP_ID": "g-amlong-" + tag,
+        "ROLLOUT_MONITOR_KAFKA__DEAD_LETTER_TOPIC": topic + ".dlq",
+        "ROLLOUT_MONITOR_ALERTMANAGER__URL": am.url,
+        "ROLLOUT_MONITOR_ALERTMANAGER__MAX_BACKOFF_SECONDS": str(LONG_MAX_BACKOFF_SECONDS),
+        "ROLLOUT_MONITOR_ALERTMANAGER__TIMEOUT_SECONDS": str(LONG_TIMEOUT_SECONDS),
+        "ROLLOUT_MONITOR_ALERTMANAGER__ALERTS_FILE": str(alerts_file),
+        # Alerts keep firing through the test: each one must reach the receiver as firing.
+        "ROLLOUT_MONITOR_DETECTORS__RESOLVE_AFTER_SECONDS": "1e9",
+        "ROLLOUT_MONITOR_PIPELINE__BATCH_MAX_SECONDS": "0.1",
+    }
+    am.start()
+    daemon = DaemonProcess(env, f"127.0.0.1:{free_port()}", tmp_path / "daemon.log").start()
+    try:
+        # Working delivery first, so the outage interrupts a delivering daemon.
+        produced = produce(stack.kafka_bootstrap, topic, fault_stream(before_run, seed=50))
+        wait_until(
+            lambda: any(a["labels"].get("run") == before_run for a in receiver.alerts()),
+            timeout=60,
+            message="an alert delivered before the outage",
+        )
+        wait_processed(daemon, produced)
+        am.stop()
+        down_at = time.monotonic()
+        errors_at_down = metric(daemon, "rollout_monitor_alerts_sent_total", result="error")
+        ok_at_down = metric(daemon, "rollout_monitor_alerts_sent_total", result="ok")
+
+        queue_sizes: list[float] = []
+        for i, (run, offset) in enumerate(zip(outage_runs, RAISE_AT, strict=True)):
+            time.sleep(max(0.0, down_at + offset - time.monotonic()))
+            produced += produce(stack.kafka_bootstrap, topic, fault_stream(run, seed=51 + i))
+            wait_processed(daemon, produced)
+            queue_sizes.append(metric(daemon, "rollout_monitor_alert_queue_size"))
+        while time.monotonic() - down_at < LONG_AM_DOWN_SECONDS:
+            assert daemon.proc is not None and daemon.proc.poll() is None, how_it_ended(daemon)
+            queue_sizes.append(metric(daemon, "rollout_monitor_alert_queue_size"))
+            time.sleep(POLL_SECONDS)
+        down_for = time.monotonic() - down_at
+        raised = firing_in_file(alerts_file, set(outage_runs))
+        failed_posts = (
+            metric(daemon, "rollout_monitor_alerts_sent_total", result="error") - errors_at_down
+        )
+        queued = metric(daemon, "rollout_monitor_alert_queue_size")
+        assert {run for run, _, _ in raised} == set(outage_runs), "every run raised alerts"
+        assert len(raised) >= 2 * len(outage_runs), raised
+        assert min(queue_sizes) > 0 and queued >= len(raised), "the alerts wait in the queue"
+        assert metric(daemon, "rollout_monitor_alerts_sent_total", result="ok") == ok_at_down
+        assert 1 <= failed_posts <= most_failed_posts(down_for, LONG_MAX_BACKOFF_SECONDS), (
+            "the retries follow the backoff, whatever number of alerts arrives"
+        )
+        assert readyz_status(daemon.url) is None, "Alertmanager down does not make it unready"
+
+        am.start()
+        up_at = time.monotonic()
+        wait_until(
+            lambda: held_by(am, set(outage_runs)) >= raised,
+            timeout=60,
+            interval=POLL_SECONDS,
+            message="Alertmanager holds every alert raised during the outage",
+        )
+        delivered_after = time.monotonic() - up_at
+        wait_until(
+            lambda: (
+                {
+                    (a["labels"]["run"], a["labels"]["env"], a["labels"]["alertname"])
+                    for a in receiver.alerts()
+                    if a["status"] == "firing"
+                }
+                >= raised
+            ),
+            timeout=60,
+            interval=POLL_SECONDS,
+            message="the receiver was notified of every alert raised during the outage",
+        )
+        notified_after = time.monotonic() - up_at
+        wait_until(
+            lambda: metric(daemon, "rollout_monitor_alert_queue_size") == 0,
+            timeout=30,
+            message="the delivery queue drained",
+        )
+        dropped = metric(daemon, "rollout_monitor_alert_queue_dropped_total")
+        assert dropped == 0
+        print(
+            f"Alertmanager down {down_for:.0f}s: {len(raised)} alerts raised in "
+            f"{len(outage_runs)} bursts, queue {min(queue_sizes):.0f}-{max(queue_sizes):.0f}, "
+            f"{failed_posts:.0f} failed posts (at most "
+            f"{most_failed_posts(down_for, LONG_MAX_BACKOFF_SECONDS)} by the backoff); held by "
+            f"Alertmanager {delivered_after:.1f}s and notified {notified_after:.1f}s after it "
+            f"returned; dropped {dropped:.0f}"
+        )
+        # The wait under way when Alertmanager returned, one post, and the two pollings.
+        assert delivered_after <= (
+            LONG_MAX_BACKOFF_SECONDS + LONG_TIMEOUT_SECONDS + CLIENT_POLL_SECONDS + POLL_SECONDS
         )
     finally:
         assert daemon.stop() == 0, daemon.log_tail()

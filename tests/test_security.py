@@ -8,7 +8,6 @@ import base64
 import http.client
 import json
 import os
-import shutil
 import socket
 import ssl
 import subprocess
@@ -25,6 +24,7 @@ from typing import Any
 import pytest
 from confluent_kafka import Producer
 from pydantic import SecretStr
+from self_signed import make_self_signed
 from stack import REPO_DIR, Stack, wait_until
 
 from monitor.config import ConfigError, KafkaSettings, load_settings
@@ -42,6 +42,30 @@ SECRETS = {
     "ROLLOUT_MONITOR_ALERTMANAGER__PASSWORD": "am-pw-0b12de",
     "ROLLOUT_MONITOR_ALERTMANAGER__BEARER_TOKEN": "am-token-5e6f71",
     "ROLLOUT_MONITOR_HTTP__BASIC_AUTH_PASSWORD": "http-pw-c4d8e2",
+    "ROLLOUT_MONITOR_GRAFANA__TOKEN": "gf-token-9a8b7c",
+    "ROLLOUT_MONITOR_GRAFANA__PASSWORD": "gf-pw-3d2e1f",
+}
+#: Alertmanager and Grafana take basic auth or a token, one at a time: every secret of
+#: SECRETS appears in one of these two configurations.
+WITH_PASSWORDS = {
+    "ROLLOUT_MONITOR_KAFKA__SASL_PASSWORD": SECRETS["ROLLOUT_MONITOR_KAFKA__SASL_PASSWORD"],
+    "ROLLOUT_MONITOR_HTTP__BASIC_AUTH_PASSWORD": SECRETS[
+        "ROLLOUT_MONITOR_HTTP__BASIC_AUTH_PASSWORD"
+    ],
+    "ROLLOUT_MONITOR_ALERTMANAGER__USERNAME": "am-user",
+    "ROLLOUT_MONITOR_ALERTMANAGER__PASSWORD": SECRETS["ROLLOUT_MONITOR_ALERTMANAGER__PASSWORD"],
+    "ROLLOUT_MONITOR_GRAFANA__USERNAME": "gf-user",
+    "ROLLOUT_MONITOR_GRAFANA__PASSWORD": SECRETS["ROLLOUT_MONITOR_GRAFANA__PASSWORD"],
+}
+WITH_TOKENS = {
+    "ROLLOUT_MONITOR_KAFKA__SASL_PASSWORD": SECRETS["ROLLOUT_MONITOR_KAFKA__SASL_PASSWORD"],
+    "ROLLOUT_MONITOR_HTTP__BASIC_AUTH_PASSWORD": SECRETS[
+        "ROLLOUT_MONITOR_HTTP__BASIC_AUTH_PASSWORD"
+    ],
+    "ROLLOUT_MONITOR_ALERTMANAGER__BEARER_TOKEN": SECRETS[
+        "ROLLOUT_MONITOR_ALERTMANAGER__BEARER_TOKEN"
+    ],
+    "ROLLOUT_MONITOR_GRAFANA__TOKEN": SECRETS["ROLLOUT_MONITOR_GRAFANA__TOKEN"],
 }
 USER, PASSWORD = "scraper", SECRETS["ROLLOUT_MONITOR_HTTP__BASIC_AUTH_PASSWORD"]
 ENDPOINTS = ("/metrics", "/healthz", "/readyz")
@@ -232,35 +256,7 @@ def test_basic_auth_guards_every_endpoint(
 @pytest.fixture
 def self_signed(tmp_path: Path) -> tuple[Path, Path]:
     """A certificate for 127.0.0.1 and its key, made with the openssl command."""
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.fail("the openssl command is missing (Debian package openssl)", pytrace=False)
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    done = subprocess.run(
-        [
-            openssl,
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    return cert, key
+    return make_self_signed(tmp_path)
 
 
 @pytest.mark.stack
@@ -381,27 +377,71 @@ def test_bad_kafka_security_setting_is_a_config_error_naming_the_field(
 # -- secrets stay out of output and logs ---------------------------------------------------
 
 
-def test_check_config_masks_every_secret(tmp_path: Path) -> None:
-    done = cli("check-config", env=SECRETS)
+@pytest.mark.parametrize(
+    ("env", "masked"),
+    [
+        (
+            WITH_PASSWORDS,
+            [
+                ("kafka", "sasl_password"),
+                ("http", "basic_auth_password"),
+                ("alertmanager", "password"),
+                ("grafana", "password"),
+            ],
+        ),
+        (
+            WITH_TOKENS,
+            [
+                ("kafka", "sasl_password"),
+                ("http", "basic_auth_password"),
+                ("alertmanager", "bearer_token"),
+                ("grafana", "token"),
+            ],
+        ),
+    ],
+    ids=["passwords", "tokens"],
+)
+def test_check_config_masks_every_secret(
+    env: dict[str, str], masked: list[tuple[str, str]]
+) -> None:
+    done = cli("check-config", env=env)
     assert done.returncode == 0, done.stderr
     for secret in SECRETS.values():
         assert secret not in done.stdout + done.stderr
     shown = json.loads(done.stdout)
-    assert shown["kafka"]["sasl_password"] == "**********"
-    assert shown["alertmanager"]["password"] == "**********"
-    assert shown["alertmanager"]["bearer_token"] == "**********"
-    assert shown["http"]["basic_auth_password"] == "**********"
+    for section, field in masked:
+        assert shown[section][field] == "**********", (section, field)
+    assert shown["alertmanager"]["username"] in (None, "am-user")
 
+
+def test_check_config_masks_secrets_from_the_toml_file(tmp_path: Path) -> None:
     toml = tmp_path / "secrets.toml"
     sasl = SECRETS["ROLLOUT_MONITOR_KAFKA__SASL_PASSWORD"]
     token = SECRETS["ROLLOUT_MONITOR_ALERTMANAGER__BEARER_TOKEN"]
+    grafana_password = SECRETS["ROLLOUT_MONITOR_GRAFANA__PASSWORD"]
     toml.write_text(
         f'[kafka]\nsasl_password = "{sasl}"\n[alertmanager]\nbearer_token = "{token}"\n'
+        f'[grafana]\nusername = "gf-user"\npassword = "{grafana_password}"\n'
     )
     done = cli("check-config", "--config", str(toml))
     assert done.returncode == 0, done.stderr
     for secret in SECRETS.values():
         assert secret not in done.stdout + done.stderr
+    shown = json.loads(done.stdout)
+    assert shown["grafana"]["password"] == shown["alertmanager"]["bearer_token"] == "**********"
+
+
+def test_a_refused_setting_never_echoes_a_secret() -> None:
+    """Errors quote the value given, except for secrets and whole sections."""
+    password = SECRETS["ROLLOUT_MONITOR_GRAFANA__PASSWORD"]
+    for env in (
+        {"ROLLOUT_MONITOR_GRAFANA__PASSWORD": password},  # no username
+        {"ROLLOUT_MONITOR_GRAFANA__URL": f"http://admin:{password}@127.0.0.1:3000"},
+        {"ROLLOUT_MONITOR_ALERTMANAGER__PASSWORD": password, "ROLLOUT_MONITOR_LOG__LEVEL": "?"},
+    ):
+        done = cli("check-config", env=env)
+        assert done.returncode == 2, done.stdout
+        assert "invalid configuration" in done.stderr and password not in done.stderr
 
 
 class RecordingAlertmanager:
@@ -474,13 +514,10 @@ def test_alertmanager_credentials_are_sent_and_no_secret_is_logged(
     run = f"sec-{uuid.uuid4().hex[:8]}"
     listen = f"127.0.0.1:{free_port()}"
     credentials = {
-        "ROLLOUT_MONITOR_ALERTMANAGER__USERNAME": "am-user",
-        "ROLLOUT_MONITOR_ALERTMANAGER__PASSWORD": SECRETS["ROLLOUT_MONITOR_ALERTMANAGER__PASSWORD"],
+        k: v
+        for k, v in (WITH_TOKENS if scheme == "bearer" else WITH_PASSWORDS).items()
+        if k.startswith("ROLLOUT_MONITOR_ALERTMANAGER__")
     }
-    if scheme == "bearer":
-        credentials["ROLLOUT_MONITOR_ALERTMANAGER__BEARER_TOKEN"] = SECRETS[
-            "ROLLOUT_MONITOR_ALERTMANAGER__BEARER_TOKEN"
-        ]
     env = daemon_env(
         stack,
         topic,
