@@ -4,6 +4,8 @@ Not a test: calibration checks of the thresholds derived from ``arl0``, run by h
 
     .venv/bin/python -m detectors._calibration --arl0 10000 --samples 2000000 \\
         --stream normal --stream bernoulli:0.8 --stream t:3 --stream grouped:8:0.5
+    .venv/bin/python -m detectors._calibration --batch-size 8 --lags 6 --fast-k 0.5,1 \\
+        --arl0 100000 --stream grouped:8:0.3 --stream bernoulli:0.8
     .venv/bin/python -m detectors._calibration --block bernoulli --batch-size 16 \\
         --stream bernoulli:0.05 --stream grouped:8:0.3:0.2
     .venv/bin/python -m detectors._calibration --block ks --arl0 20000 --stream groupconst:8
@@ -136,6 +138,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--k", type=float, default=0.5)
+    parser.add_argument("--lags", type=int, default=0, help="cusum: long-run variance lags")
+    parser.add_argument(
+        "--fast-k", default="", help="cusum: comma-separated k of the per-sample charts"
+    )
     parser.add_argument("--stream", action="append", default=None)
     parser.add_argument("--simulated-bank", metavar="SEEDS", default=None)
     args = parser.parse_args(argv)
@@ -146,7 +152,9 @@ def main(argv: list[str] | None = None) -> None:
     batch = args.batch_size
     params: dict[str, Any] = {"arl0": args.arl0}
     if args.block == "cusum":
-        params.update(k=args.k, batch_size=batch, warmup=max(256, 2 * batch))
+        params.update(k=args.k, batch_size=batch, warmup=max(256, 2 * batch), lags=args.lags)
+        if args.fast_k:
+            params["fast_k"] = tuple(float(f) for f in args.fast_k.split(","))
     elif args.block == "bernoulli":
         params.update(batch_size=batch, warmup=max(500, 2 * batch))
     detector = _BLOCKS[args.block](**params)

@@ -24,7 +24,11 @@ class _MeanShiftDetector(_FailureModeDetector):
         "baseline_halflife",
         "batch_size",
         "clip",
+        "fast_k",
+        "fast_share",
         "k",
+        "lags",
+        "lrv_halflife",
         "min_std",
         "warmup",
     )
@@ -38,6 +42,10 @@ class _MeanShiftDetector(_FailureModeDetector):
         min_std: float,
         batch_size: int,
         clip: float,
+        lags: int = 0,
+        lrv_halflife: float = 8000.0,
+        fast_k: tuple[float, ...] = (),
+        fast_share: float = 0.2,
     ) -> None:
         self.arl0 = arl0
         self.k = k
@@ -46,6 +54,10 @@ class _MeanShiftDetector(_FailureModeDetector):
         self.min_std = min_std
         self.batch_size = batch_size
         self.clip = clip
+        self.lags = lags
+        self.lrv_halflife = lrv_halflife
+        self.fast_k = tuple(fast_k)
+        self.fast_share = fast_share
         self._reset()
 
     def _reset(self) -> None:
@@ -57,6 +69,10 @@ class _MeanShiftDetector(_FailureModeDetector):
             min_std=self.min_std,
             batch_size=self.batch_size,
             clip=self.clip,
+            lags=self.lags,
+            lrv_halflife=self.lrv_halflife,
+            fast_k=self.fast_k,
+            fast_share=self.fast_share,
         )
         self._alarm = None
         self._ref_dir = ""

@@ -41,6 +41,12 @@ class LengthAnomaly(_MeanShiftDetector):
         Consecutive log-lengths averaged into one CUSUM observation.
     clip
         Bound of the standardized batch mean.
+    lags, lrv_halflife
+        Long-run variance correction for the correlation of episodes of one group (see
+        :class:`~detectors.cusum.MeanShiftCUSUM`).
+    fast_k, fast_share
+        Per-episode charts beside the batched one, for large changes, and their share of the
+        budget.
 
     Examples
     --------
@@ -61,8 +67,8 @@ class LengthAnomaly(_MeanShiftDetector):
     ...     if detector.alarm:
     ...         print(i, detector.alarm.severity, detector.alarm.summary)
     ... # doctest: +NORMALIZE_WHITESPACE
-    2023 warning completion length collapse: typical length about 169 tokens,
-    baseline 808 tokens (geometric means)
+    2002 warning completion length collapse: typical length about 169 tokens,
+    baseline 817 tokens (geometric means)
     """
 
     __slots__ = ()
@@ -79,8 +85,24 @@ class LengthAnomaly(_MeanShiftDetector):
         min_std: float = 0.05,
         batch_size: int = 8,
         clip: float = 4.0,
+        lags: int = 6,
+        lrv_halflife: float = 8000.0,
+        fast_k: tuple[float, ...] = (0.5, 1.0),
+        fast_share: float = 0.2,
     ) -> None:
-        super().__init__(arl0, k, warmup, baseline_halflife, min_std, batch_size, clip)
+        super().__init__(
+            arl0,
+            k,
+            warmup,
+            baseline_halflife,
+            min_std,
+            batch_size,
+            clip,
+            lags,
+            lrv_halflife,
+            fast_k,
+            fast_share,
+        )
 
     def update(self, event: EventLike) -> None:
         if self._alarm is not None:

@@ -17,9 +17,11 @@ class RewardShift(_MeanShiftDetector):
     Runs a :class:`~detectors.cusum.MeanShiftCUSUM` on the reward of training episodes;
     unscored episodes (``reward: null``) and ``phase: "eval"`` episodes (another
     distribution) are skipped. The baseline follows the slow rise of healthy learning, so only
-    step changes alarm. By default the CUSUM runs on means of 8 consecutive rewards, which
-    keeps the false-alarm budget close to its target for binary rewards and for the correlated
-    rewards of one GRPO group (see ``docs/detectors.md`` for the measurements).
+    step changes alarm. By default the CUSUM runs on means of 8 consecutive rewards, with the
+    variance of a batch mean corrected for the correlation between batches (episodes of one
+    GRPO group share a task and finish close together) and the thresholds corrected for the
+    skewness of the reward (a success rate near 0 or 1); two per-episode charts beside it catch
+    large drops within a few episodes. See ``docs/detectors.md`` for the measurements.
 
     ``active`` holds from the alarm while the re-learned mean stays more than ``k`` pre-change
     standard deviations beyond the pre-change mean, in the direction of the alarm.
@@ -40,6 +42,11 @@ class RewardShift(_MeanShiftDetector):
         Consecutive rewards averaged into one CUSUM observation.
     clip
         Bound of the standardized batch mean.
+    lags, lrv_halflife
+        Long-run variance correction: lags (in batches) of the autocorrelation of batch means
+        and the half-life, in episodes, of the scale estimates.
+    fast_k, fast_share
+        Reference values of the per-episode charts and their share of the budget.
 
     Examples
     --------
@@ -57,7 +64,7 @@ class RewardShift(_MeanShiftDetector):
     ...     detector.update(event)
     ...     if detector.alarm:
     ...         print(i, detector.alarm.severity, detector.alarm.summary)
-    3063 page reward mean dropped from 0.603 to about 0.264 (baseline std 0.513)
+    3061 page reward mean dropped from 0.603 to about 0.11 (baseline std 0.508)
     """
 
     __slots__ = ()
@@ -74,8 +81,24 @@ class RewardShift(_MeanShiftDetector):
         min_std: float = 0.05,
         batch_size: int = 8,
         clip: float = 4.0,
+        lags: int = 6,
+        lrv_halflife: float = 8000.0,
+        fast_k: tuple[float, ...] = (0.5, 1.0),
+        fast_share: float = 0.2,
     ) -> None:
-        super().__init__(arl0, k, warmup, baseline_halflife, min_std, batch_size, clip)
+        super().__init__(
+            arl0,
+            k,
+            warmup,
+            baseline_halflife,
+            min_std,
+            batch_size,
+            clip,
+            lags,
+            lrv_halflife,
+            fast_k,
+            fast_share,
+        )
 
     def update(self, event: EventLike) -> None:
         if self._alarm is not None:
