@@ -16,7 +16,10 @@ budget, on
 It writes ``bench/results/detection.json`` and the markdown report
 ``docs/detection-benchmark.md`` generated from the same numbers (``bench.report``).
 ``--quick`` runs a small subset in well under a minute (the regression test uses it) and
-writes nothing unless ``--out`` is given.
+writes nothing unless ``--out`` is given. ``--only ID[,ID...]`` runs only those detector ids
+(each at its share of the full bank's budget) on the clean controls and on their own faults,
+without the mean-shift study, and also writes nothing unless ``--out`` is given: a quick look
+at the detectors being worked on.
 """
 
 from __future__ import annotations
@@ -67,11 +70,8 @@ ADWIN_ANCHOR = {0.5: 79, 1.0: 47, 2.0: 15}
 
 
 _GROUP_TIMEOUT = (
-    "`timeout_s = 300` seconds of event time, which is 15 000 events at 50 events/s, beyond "
-    "the horizon (a third of the trials run at that rate; see `recall_by_event_rate` in the "
-    "JSON); at 0.5 events/s a false violation shortly before the onset (see the clean "
-    "controls) can keep the violation span open for `quiet = 200` groups, so the fault's "
-    "violations are counted without a new alarm"
+    "`timeout_s = 60` seconds of event time and `timeout_spans = 4` times the longest span "
+    "(in episodes) of the recent complete groups, whichever comes later"
 )
 #: Why a known shortfall happens: a note in the report whenever the numbers show it (recall
 #: of the large magnitudes of that fault below the target).
@@ -80,19 +80,22 @@ EXPLANATIONS: dict[str, str] = {
     "which is judged when it times out after " + _GROUP_TIMEOUT,
     "group_missing_member": "a short group is only judged when it times out after "
     + _GROUP_TIMEOUT,
-    "component_saturation": "truncated episodes (about 1%) carry 0 in every component, so a "
-    "component pinned at its maximum on the completed episodes keeps a batch standard "
-    "deviation near 0.1 and the saturation test (standard deviation down to 0.1 x its "
-    "baseline) rarely fires; with the truncated episodes left out it detects within about "
-    "600 events",
-    "reward_hack": "the hack ramps up over 2 000 events; the baselines of the change "
-    "detectors (half-life 1 000 events) absorb part of a slow rise, so the reward rise is "
-    "often detected late, not at all, or more than `within = 1000` events away from the length "
-    "rise that the joint rule needs (`reward_shift` and `length_anomaly` alarm first in most "
-    "trials, see 'other detectors')",
-    "format_dominance": "the format component goes from 97% to 100% at its maximum while "
-    "correctness falls; truncated episodes (format 0) keep its variance up, as for "
-    "`component_saturation`, and the dominance share is not reached",
+    "component_saturation": "with the efficiency component pinned on 90% of the episodes its "
+    "standard deviation narrows to about half, at the saturation factor `collapse = 0.5`; "
+    "the change is then reported by the dominance test of the other component, about 1 800 "
+    "events after the onset",
+    "reward_hack": "the hack ramps up over 2 000 events; the reward detector paired with the "
+    "length absorbs part of the ramp into its baseline (half-life 1 000 events), and the slow "
+    "one (half-life 4 000 events, paired with the repetition) needs the full ramp when the "
+    "reward rise is small (tool environment: about 0.1)",
+    "format_dominance": "the format component is already at its maximum on 97% of the clean "
+    "math episodes; with 60% of the episodes forced to the maximum, the share off it falls to "
+    "1.2% and its standard deviation to about 0.6 of the baseline, a change that even a "
+    "CUSUM knowing both rates needs 2 300 to 2 800 events to see at this detector's budget, "
+    "and that the variance test sees within the 5 000 events of a trial in about 70% of the "
+    "trials; the "
+    "rest of the fault is a fall of correctness (`reward_shift`'s), which no component "
+    "comes to dominate",
 }
 
 
@@ -105,10 +108,8 @@ CLEAN_EXPLANATIONS: dict[str, str] = {
     "consecutive batch means are correlated and the statistic drifts further than its "
     "calibration assumes (docs/detectors.md measured groups aligned with the batches); worst "
     "on `grouped` (groups of 16 with an extra group effect)",
-    "group_invariant": "at 0.5 events/s a group whose episodes straddle a pause of the "
-    "stream (every control has rare lulls of about 100 events' worth of time, a few minutes "
-    "at that rate) spans more than `timeout_s = 300` seconds of event time and is judged "
-    "short; a timeout in event time does not scale with the segment's event rate",
+    "group_invariant": "a healthy group timed out short: its episodes straddled a pause of "
+    "the stream longer than " + _GROUP_TIMEOUT,
 }
 
 
@@ -131,28 +132,36 @@ class Plan:
     rate_fa_samples: int
     river_fa_samples: int
     kswin_fa_samples: int
+    #: Detector ids to run (all when empty); see :func:`bank_config`.
+    only: tuple[str, ...] = ()
 
     @classmethod
-    def make(cls, quick: bool, seed: int) -> Plan:
+    def make(cls, quick: bool, seed: int, only: tuple[str, ...] = ()) -> Plan:
         if quick:
             return cls(True, seed, 1, 8_000, 10, True, 5000, (2000, 3000),
-                       20, 3, 1_000_000, 2, 500_000, 200_000, 5_000)  # fmt: skip
+                       20, 3, 1_000_000, 2, 500_000, 200_000, 5_000, only)  # fmt: skip
         return cls(False, seed, 10, 50_000, 30, False, 5000, (2000, 5000),
-                   200, 40, 100_000_000, 4, 10_000_000, 5_000_000, 200_000)  # fmt: skip
+                   200, 40, 100_000_000, 4, 10_000_000, 5_000_000, 200_000, only)  # fmt: skip
 
 
-def bank_config() -> BankConfig:
-    """Every registered detector id at the default budget."""
-    return BankConfig(enabled=tuple(DETECTORS))
+def bank_config(only: tuple[str, ...] = ()) -> BankConfig:
+    """Every registered detector id at the default budget; with ``only``, just those ids,
+    each with the budget it gets in the full bank."""
+    full = BankConfig(enabled=tuple(DETECTORS))
+    if not only:
+        return full
+    share = {"arl0": full.detector_arl0}
+    overrides = {i: share for i in only if DETECTORS[i].budgeted}
+    return BankConfig(arl0=full.arl0, enabled=only, overrides=overrides)
 
 
 # --------------------------------------------------------------------------------------------
 # work units (run in the worker processes)
 
 
-def run_clean(spec: SegmentSpec) -> dict[str, Any]:
+def run_clean(spec: SegmentSpec, only: tuple[str, ...] = ()) -> dict[str, Any]:
     """Alarms of a fresh bank over one clean segment: ``(index, detector, severity)``."""
-    bank = DetectorBank(bank_config())
+    bank = DetectorBank(bank_config(only))
     alarms = []
     n = 0
     for i, event in enumerate(events(generate(spec))):
@@ -162,13 +171,13 @@ def run_clean(spec: SegmentSpec) -> dict[str, Any]:
     return {"events": n, "alarms": alarms}
 
 
-def run_trial(spec: SegmentSpec, horizon: int) -> dict[str, Any]:
+def run_trial(spec: SegmentSpec, horizon: int, only: tuple[str, ...] = ()) -> dict[str, Any]:
     """One fault trial: the target's delay (None: missed), its alarms before the onset, and
     the first post-onset alarm of every other detector up to the target's detection."""
     assert spec.fault is not None and spec.onset is not None
     target = FAULTS[spec.fault].detector
     onset = spec.onset
-    bank = DetectorBank(bank_config())
+    bank = DetectorBank(bank_config(only))
     delay = None
     early = 0
     others: dict[str, int] = {}
@@ -193,9 +202,9 @@ def _work(task: tuple[Any, ...]) -> tuple[tuple[Any, ...], Any, float]:
     kind = task[0]
     result: Any
     if kind == "clean":
-        result = run_clean(task[1])
+        result = run_clean(task[1], *task[2:])
     elif kind == "fault":
-        result = run_trial(task[1], task[2])
+        result = run_trial(task[1], task[2], *task[3:])
     elif kind == "fa":
         result = ms.false_alarms(*task[1:])
     elif kind == "delay":
@@ -266,13 +275,15 @@ def mean_shift_tasks(plan: Plan) -> list[tuple[Any, ...]]:
 
 
 def all_tasks(plan: Plan) -> list[tuple[Any, ...]]:
-    tasks: list[tuple[Any, ...]] = mean_shift_tasks(plan)
-    tasks += [("clean", spec) for spec in clean_specs(plan)]
+    only = plan.only
+    tasks: list[tuple[Any, ...]] = [] if only else mean_shift_tasks(plan)
+    tasks += [("clean", spec, only) for spec in clean_specs(plan)]
     for fault in FAULTS.values():
-        if fault.detector not in DETECTORS:
+        if fault.detector not in (only or DETECTORS):
             continue
         for magnitude in magnitudes(plan, fault):
-            tasks += [("fault", spec, plan.horizon) for spec in fault_specs(plan, fault, magnitude)]
+            specs = fault_specs(plan, fault, magnitude)
+            tasks += [("fault", spec, plan.horizon, only) for spec in specs]
     return tasks
 
 
@@ -663,6 +674,8 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         }
     )
     rows = results["mean_shift"]
+    if not rows:  # a run restricted to some detector ids (--only) has no mean-shift study
+        return out
     by = {(r["shift_sigma"], r["detector"]): r for r in rows}
     ratio_detail, adwin_detail = [], []
     ratio_ok = adwin_ok = True
@@ -705,15 +718,17 @@ def run(
     workers: int = 2,
     command: str = "python -m bench.detection",
     progress: Callable[[str], None] | None = None,
+    only: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """Run the benchmark and return the results (the JSON document)."""
+    """Run the benchmark and return the results (the JSON document); ``only`` restricts it
+    to those detector ids (see the module docstring)."""
     say = progress or (lambda message: None)
-    plan = Plan.make(quick, seed)
+    plan = Plan.make(quick, seed, only)
     started = datetime.now(UTC)
     wall = time.perf_counter()
     load = os.getloadavg()
     tasks = all_tasks(plan)
-    say(f"{len(tasks)} tasks on {workers} worker(s); detectors: {', '.join(DETECTORS)}")
+    say(f"{len(tasks)} tasks on {workers} worker(s); detectors: {', '.join(only or DETECTORS)}")
     done = execute(tasks, workers, say)
     cpu = sum(seconds for _, _, seconds in done)
     by_task = {task: result for task, result, _ in done}
@@ -722,7 +737,11 @@ def run(
     clean, clean_detectors = summarize_clean(plan, clean_items)
     fault_rows = summarize_faults(plan, fault_items)
     config = bank_config()
-    mean_rows, rate_rows, oracle = summarize_mean_shift(plan, by_task)
+    mean_rows: list[dict[str, Any]] = []
+    rate_rows: list[dict[str, Any]] = []
+    oracle: dict[str, Any] = {}
+    if not only:
+        mean_rows, rate_rows, oracle = summarize_mean_shift(plan, by_task)
     results: dict[str, Any] = {
         "schema": 1,
         "command": command,
@@ -825,7 +844,10 @@ def rerender(out: Path, doc: Path) -> None:
     """Recompute the derived parts (targets, notes) of stored results and rewrite the report:
     for a change of wording, without measuring again."""
     results = json.loads(out.read_text())
-    plan = Plan(**{**results["plan"], "onsets": tuple(results["plan"]["onsets"])})
+    stored = results["plan"]
+    plan = Plan(
+        **{**stored, "onsets": tuple(stored["onsets"]), "only": tuple(stored.get("only", ()))}
+    )
     results["targets"] = targets(results)
     results["notes"] = notes(plan, results)
     out.write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n")
@@ -840,23 +862,34 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2, help="processes (at most 2 here)")
     parser.add_argument(
+        "--only",
+        default="",
+        metavar="ID[,ID...]",
+        help="run only these detector ids on the clean controls and their own faults",
+    )
+    parser.add_argument(
         "--render-only",
         action="store_true",
         help="re-derive targets and notes of an existing JSON and rewrite it and the report",
     )
     args = parser.parse_args(argv)
+    only = tuple(i for i in args.only.split(",") if i)
+    unknown = [i for i in only if i not in DETECTORS]
+    if unknown:
+        parser.error(f"--only: unknown detector ids {unknown}; known: {', '.join(DETECTORS)}")
     if args.render_only:
         rerender(args.out or DEFAULT_OUT, args.doc or DEFAULT_DOC)
         return
     given = sys.argv[1:] if argv is None else argv
     command = " ".join(["python -m bench.detection", *given])
-    out = args.out if args.out is not None or args.quick else DEFAULT_OUT
-    doc = args.doc if args.doc is not None or args.quick else DEFAULT_DOC
+    partial = args.quick or bool(only)
+    out = args.out if args.out is not None or partial else DEFAULT_OUT
+    doc = args.doc if args.doc is not None or partial else DEFAULT_DOC
 
     def say(message: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
-    results = run(args.quick, args.seed, args.workers, command, say)
+    results = run(args.quick, args.seed, args.workers, command, say, only)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n")

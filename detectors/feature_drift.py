@@ -38,13 +38,16 @@ class FeatureDrift(_FailureModeDetector):
     """Annotates a change of the distribution of a configured numeric field.
 
     Each watched field has a column in a ring of the last ``reference + window`` events
-    (a missing value is stored as NaN; the columns grow as events come); the per-event work
-    is one write per field. Every
+    (single precision, 4 bytes a value; a missing value is stored as NaN; the columns grow as
+    events come); the per-event work is one write per field. Every
     ``every`` events, per field, the values of the newest ``window`` events are compared with
     those of the ``reference`` events before them by a two-sample Kolmogorov-Smirnov test
     (:func:`~detectors.batch_ks.compare_windows`, as in :class:`~detectors.batch_ks.BatchKS`:
     critical value from the budget, widened by the design effect, since the episodes of one
-    group share a prompt). A field is tested when at least half of
+    group share a prompt). The critical value is at least ``min_distance``: windows of a few
+    thousand episodes make a wander of a few percent of the quantiles significant, and a
+    healthy run wanders that much (lengths, and with them the generation time, follow the
+    policy). A field is tested when at least half of
     each window has a value. The reference slides, so a slow drift is absorbed and a change
     faster than the window span (a new task mix, mock data replaced by production data, a
     slower sandbox) is reported. After a detection the field's column is emptied, so the
@@ -76,6 +79,8 @@ class FeatureDrift(_FailureModeDetector):
         Events between two tests.
     block
         Consecutive values per block of the design effect.
+    min_distance
+        Least KS distance reported as a drift, whatever the critical value.
     arl0
         False-alarm budget: expected events between false alarms of all fields together.
 
@@ -98,8 +103,8 @@ class FeatureDrift(_FailureModeDetector):
     ...     if detector.alarm:
     ...         print(i, detector.alarm.severity, detector.alarm.summary)
     ... # doctest: +NORMALIZE_WHITESPACE
-    6143 info timings.score_s drifted (KS distance 0.45 > 0.15): median 1.1 -> 2.1,
-    p90 2.2 -> 3.8
+    6143 info timings.score_s drifted (KS distance 0.48 > 0.15): median 1 -> 2.1,
+    p90 2.1 -> 3.8
     """
 
     __slots__ = (
@@ -123,6 +128,7 @@ class FeatureDrift(_FailureModeDetector):
         "fields",
         "max_fields",
         "metrics",
+        "min_distance",
         "reference",
         "window",
     )
@@ -136,9 +142,10 @@ class FeatureDrift(_FailureModeDetector):
         metrics: bool = True,
         max_fields: int = 8,
         window: int = 1024,
-        reference: int = 1024,
+        reference: int = 2048,
         every: int = 1024,
         block: int = 64,
+        min_distance: float = 0.15,
         arl0: float = 1_000_000,
     ) -> None:
         check_param(
@@ -153,6 +160,7 @@ class FeatureDrift(_FailureModeDetector):
             f"metrics.<key>, at most max_fields ({max_fields})",
             fields,
         )
+        check_param(0.0 <= min_distance < 1.0, "min_distance", "a number in [0, 1)", min_distance)
         # the same checks as a BatchKS of these sizes
         BatchKS(window=window, reference=reference, every=every, block=block, arl0=arl0)
         self.fields = fields
@@ -162,6 +170,7 @@ class FeatureDrift(_FailureModeDetector):
         self.reference = reference
         self.every = every
         self.block = block
+        self.min_distance = min_distance
         self.arl0 = arl0
         self._size = window + reference
         self._x = ks_critical_value(every / (arl0 * max_fields))
@@ -194,7 +203,7 @@ class FeatureDrift(_FailureModeDetector):
 
     @staticmethod
     def _empty(length: int) -> array[float]:
-        return array("d", [_NAN]) * length
+        return array("f", [_NAN]) * length
 
     def update(self, event: EventLike) -> None:
         if self._alarm is not None:
@@ -260,7 +269,7 @@ class FeatureDrift(_FailureModeDetector):
             reference, current = windows
             d, deff, self._deff[i] = compare_windows(reference, current, self.block, self._deff[i])
             n, m = len(reference), len(current)
-            crit = self._x * math.sqrt(deff * (n + m) / (n * m))
+            crit = max(self._x * math.sqrt(deff * (n + m) / (n * m)), self.min_distance)
             self._d[i] = d
             self._crit[i] = crit
             rejects = d > crit
@@ -274,7 +283,7 @@ class FeatureDrift(_FailureModeDetector):
 
     def _windows(self, column: array[float]) -> tuple[np.ndarray, np.ndarray] | None:
         """The finite values of the reference and current windows, or None when too few."""
-        ring = np.frombuffer(column, dtype=np.float64)
+        ring = np.frombuffer(column, dtype=np.float32).astype(np.float64)
         pos = self._pos
         values = np.concatenate((ring[pos:], ring[:pos]))
         reference = values[: self.reference]

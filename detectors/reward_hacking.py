@@ -15,6 +15,10 @@ __all__ = ["RewardHacking"]
 
 #: The signals this detector batches itself, in the order of ``_sums``.
 _SIGNALS = ("reward", "length", "repetition")
+#: Batch means averaged into one observation of the slow reward detector.
+SLOW_MEANS = 8
+#: Signals whose detections are checked by the joint rules 1 and 2.
+_JOINT = frozenset(("reward", "slow_reward", "length", "repetition", "eval"))
 
 
 class RewardHacking(_FailureModeDetector):
@@ -27,7 +31,13 @@ class RewardHacking(_FailureModeDetector):
     Three joint rules, where *concurrent* means detections at most ``within`` events apart:
 
     1. the reward rises concurrently with a rise of the completion length or of the
-       repetition (longer, more repetitive answers that score higher);
+       repetition (longer, more repetitive answers that score higher). A second reward
+       detector, on means of ``SLOW_MEANS`` batches and with a baseline that follows the
+       stream more slowly (half-life ``slow_halflife``), sees a rise spread over a few
+       thousand episodes that the first one absorbs; it counts only together with a rise of
+       the repetition, since in healthy training the reward and the length often wander up
+       together at that pace (longer reasoning that solves more), while more repetitive
+       answers are a degenerate policy;
     2. the training reward rises concurrently with a fall of the eval reward;
     3. a reward component rises while the correctness component (a name containing one of
        ``correctness``) falls concurrently, or does not rise within ``within`` events (the
@@ -37,7 +47,7 @@ class RewardHacking(_FailureModeDetector):
     Budget: a false page needs a false rise of the reward (rules 1 and 2, confirmed by a
     second, concurrent false detection, which makes them far rarer than each detector's
     own rate) or of a component (rule 3, confirmed by the usual silence of the correctness
-    component). The reward, length, repetition and eval detectors each get ``arl0``; the
+    component). The two reward, length, repetition and eval detectors each get ``arl0``; the
     component detectors share ``arl0`` (each gets ``arl0 * max_components``), so the false
     page rate stays below ``1 / arl0``.
 
@@ -60,6 +70,9 @@ class RewardHacking(_FailureModeDetector):
         Episodes that estimate each baseline.
     baseline_halflife
         Half-life, in episodes, of the baselines.
+    slow_halflife
+        Half-life, in episodes, of the baseline of the slow reward detector (rule 1 with the
+        repetition only).
     min_std
         Floor of the standard deviations (in data units; log-tokens for the length).
     batch_size
@@ -105,6 +118,7 @@ class RewardHacking(_FailureModeDetector):
         "_repetition",
         "_reward",
         "_seen",
+        "_slow",
         "_sums",
         "_t",
         "arl0",
@@ -114,6 +128,7 @@ class RewardHacking(_FailureModeDetector):
         "k",
         "max_components",
         "min_std",
+        "slow_halflife",
         "warmup",
         "within",
     )
@@ -129,6 +144,7 @@ class RewardHacking(_FailureModeDetector):
         k: float = 0.5,
         warmup: int = 512,
         baseline_halflife: float = 1000.0,
+        slow_halflife: float = 4000.0,
         min_std: float = 0.05,
         batch_size: int = 8,
         arl0: float = 1_000_000,
@@ -152,18 +168,22 @@ class RewardHacking(_FailureModeDetector):
         self.k = k
         self.warmup = warmup
         self.baseline_halflife = baseline_halflife
+        self.slow_halflife = slow_halflife
         self.min_std = min_std
         self.batch_size = batch_size
         self.arl0 = arl0
         self._reset()
 
-    def _cusum(self, arl0: float, batched: bool = True) -> MeanShiftCUSUM:
+    def _cusum(
+        self, arl0: float, batched: bool = True, halflife: float | None = None, means: int = 1
+    ) -> MeanShiftCUSUM:
+        halflife = self.baseline_halflife if halflife is None else halflife
         if batched:
             return MeanShiftCUSUM(
                 k=self.k,
                 arl0=arl0,
                 warmup=self.warmup,
-                baseline_halflife=self.baseline_halflife,
+                baseline_halflife=halflife,
                 min_std=self.min_std,
                 batch_size=self.batch_size,
             )
@@ -173,13 +193,17 @@ class RewardHacking(_FailureModeDetector):
         return MeanShiftCUSUM(
             k=self.k,
             arl0=arl0 / b,
-            warmup=max(-(-self.warmup // b), 2),
-            baseline_halflife=self.baseline_halflife / b,
+            warmup=max(-(-self.warmup // b), 2 * means),
+            baseline_halflife=halflife / b,
             min_std=self.min_std / math.sqrt(b),
+            batch_size=means,
         )
 
     def _reset(self) -> None:
         self._reward = self._cusum(self.arl0, batched=False)
+        self._slow = self._cusum(
+            self.arl0, batched=False, halflife=self.slow_halflife, means=SLOW_MEANS
+        )
         self._length = self._cusum(self.arl0, batched=False)
         self._repetition = self._cusum(self.arl0, batched=False)
         self._eval = self._cusum(self.arl0)
@@ -249,6 +273,11 @@ class RewardHacking(_FailureModeDetector):
         cusum.update(mean)
         if cusum._drift:
             self._detected(signal, cusum)
+        if i == 0:
+            slow = self._slow
+            slow.update(mean)
+            if slow._drift:
+                self._detected("slow_reward", slow)
 
     def _update_components(self, components: Mapping[str, float | None]) -> None:
         if not self._correct:
@@ -286,7 +315,7 @@ class RewardHacking(_FailureModeDetector):
         self._seen[key] = (self._t, before, after)
         if direction == "up":  # the pre-change level, for `active` after an alarm
             self._seen[f"ref:{signal}"] = (0, before, cusum.baseline_std)
-        if signal in ("reward", "length", "repetition", "eval"):
+        if signal in _JOINT:
             self._joint_rules()
         elif signal == f"component:{self._correct}":
             if direction == "down" and self._pending is not None:
@@ -307,27 +336,34 @@ class RewardHacking(_FailureModeDetector):
         return seen
 
     def _joint_rules(self) -> None:
-        rise = self._recent("reward:up")
-        if rise is None or self.active:
+        if self.active:
             return
-        for signal, what in (("length", "completion length"), ("repetition", "repetition")):
+        pairs = (
+            ("reward", "length", "completion length"),
+            ("reward", "repetition", "repetition"),
+            ("slow_reward", "repetition", "repetition"),
+        )
+        for source, signal, what in pairs:
+            rise = self._recent(f"{source}:up")
             other = self._recent(f"{signal}:up")
-            if other is not None:
-                if signal == "length":
-                    detail = (
-                        f"{math.expm1(other[1]):.0f} -> about {math.expm1(other[2]):.0f} tokens"
-                    )
-                else:
-                    detail = f"{other[1]:.3g} -> about {other[2]:.3g}"
-                gap = abs(rise[0] - other[0])
-                self._raise(
-                    "reward",
-                    f"reward rose from {rise[1]:.3g} to about {rise[2]:.3g} with {what} "
-                    f"({detail}), {gap} events apart",
-                )
-                return
+            if rise is None or other is None:
+                continue
+            if signal == "length":
+                detail = f"{math.expm1(other[1]):.0f} -> about {math.expm1(other[2]):.0f} tokens"
+            else:
+                detail = f"{other[1]:.3g} -> about {other[2]:.3g}"
+            gap = abs(rise[0] - other[0])
+            self._raise(
+                source,
+                f"reward rose from {rise[1]:.3g} to about {rise[2]:.3g} with {what} "
+                f"({detail}), {gap} events apart",
+            )
+            # one alarm per change: these two detections do not pair again
+            del self._seen[f"{source}:up"], self._seen[f"{signal}:up"]
+            return
+        rise = self._recent("reward:up")
         fall = self._recent("eval:down")
-        if fall is not None:
+        if rise is not None and fall is not None:
             self._raise(
                 "reward",
                 f"training reward rose from {rise[1]:.3g} to about {rise[2]:.3g} while the eval "
@@ -381,8 +417,12 @@ class RewardHacking(_FailureModeDetector):
         if self._ref is None:
             return False
         signal, mean, std = self._ref
-        name = signal.partition(":")[2]
-        cusum = self._reward if signal == "reward" else self._components[name]
+        if signal == "reward":
+            cusum = self._reward
+        elif signal == "slow_reward":
+            cusum = self._slow
+        else:
+            cusum = self._components[signal.partition(":")[2]]
         if cusum.warming_up or cusum._drift:
             return True
         return cusum.baseline_mean > mean + self.k * std

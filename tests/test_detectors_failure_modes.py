@@ -406,6 +406,36 @@ def test_reward_hacking_does_not_page_on_a_reward_rise_alone() -> None:
     assert detector.reward_cusum.baseline_mean > 0.6  # it did see the rise
 
 
+def ramp_stream(n: int, seed: int, repetition: bool) -> Iterator[RolloutEvent]:
+    """A success rate ramping from 0.4 to 0.5 over 3000 episodes from episode 3000 on, with
+    the repetition (``repetition``) or else the length ramping up alongside."""
+    rng = np.random.default_rng(seed)
+    ramp = np.clip((np.arange(n) - 3000) / 3000, 0.0, 1.0)
+    wins = rng.random(n) < 0.4 + 0.1 * ramp
+    log_tokens = 6.5 + 0.5 * rng.standard_normal(n) + (0.0 if repetition else 0.3) * ramp
+    scores = 0.1 * np.exp(0.3 * rng.standard_normal(n)) + (0.1 if repetition else 0.0) * ramp
+    for w, t, r in zip(wins.tolist(), np.exp(log_tokens).tolist(), scores.tolist(), strict=True):
+        yield event(reward=float(w), completion_tokens=int(t), repetition=r)
+
+
+def test_reward_hacking_a_slow_reward_ramp_with_repetition_pages_once() -> None:
+    share = 13_000_000  # its share of the default bank's budget
+    found = alarms(RewardHacking(arl0=share), ramp_stream(12_000, 62, repetition=True))
+    assert brief(found) == [(5759, "page")]
+    assert "with repetition" in found[0][1].summary
+    # the slow baseline is what sees it: with the half-life of the other detectors, the
+    # baseline absorbs the ramp
+    fast = RewardHacking(arl0=share, slow_halflife=1000.0)
+    assert alarms(fast, ramp_stream(12_000, 62, repetition=True)) == []
+
+
+def test_reward_hacking_a_slow_reward_ramp_with_length_stays_quiet() -> None:
+    # longer answers that solve more, at a learning pace: healthy, although concurrent
+    detector = RewardHacking()
+    assert alarms(detector, ramp_stream(12_000, 62, repetition=False)) == []
+    assert detector._slow.baseline_mean > 0.45  # the slow detector saw the rise
+
+
 # -- component_imbalance ---------------------------------------------------------------------
 
 
@@ -421,6 +451,26 @@ def test_component_imbalance_dominance_when_one_component_swamps_the_variance() 
             found.append((i, detector.alarm.summary))
     assert [i for i, _ in found] == [6399]
     assert found[0][1].startswith("reward component 'a' dominates the reward variance")
+
+
+def test_component_imbalance_reports_a_nearly_saturated_component_as_the_cause() -> None:
+    # from episode 6000 on, 97% of the answers get the full efficiency score: its standard
+    # deviation falls to about a third, which makes the other component dominate
+    rng = np.random.default_rng(65)
+    task = np.clip(rng.normal(0.5, 0.3, 12_000), 0.0, 1.0)
+    efficiency = np.clip(1.0 - 0.02 * rng.poisson(3.0, 12_000), 0.0, 1.0)
+    pinned = (np.arange(12_000) >= 6000) & (rng.random(12_000) < 0.97)
+    efficiency = np.where(pinned, 1.0, efficiency)
+    stream = [
+        event(reward_components={"task": a, "efficiency": b})
+        for a, b in zip(task.tolist(), efficiency.tolist(), strict=True)
+    ]
+    found = alarms(ComponentImbalance(), stream)
+    assert [i for i, _ in found] == [6527]
+    assert found[0][1].summary.startswith("reward component 'efficiency' saturated: std 0.034")
+    # with a tenfold narrowing required, the effect is reported instead of the cause
+    (late,) = alarms(ComponentImbalance(collapse=0.1), stream)
+    assert late[0] > 6527 and "'task' dominates" in late[1].summary
 
 
 def test_component_imbalance_needs_two_components() -> None:
@@ -534,3 +584,28 @@ def test_feature_drift_tests_a_field_only_when_it_is_mostly_present() -> None:
         detector.update(event(prompt_tokens=tokens))
         assert detector.alarm is None
     assert detector.statistic == 0.0
+
+
+def test_feature_drift_leaves_a_significant_but_small_shift_alone() -> None:
+    # a 20% longer scoring time moves the distribution by a KS distance of about 0.14: over
+    # windows of thousands of episodes that is significant, and as much as healthy wander
+    rng = np.random.default_rng(63)
+    scores = np.exp(0.5 * rng.standard_normal(12_000)) * np.where(np.arange(12_000) >= 6000, 1.2, 1)
+    stream = [event(timings=Timings(score_s=s)) for s in scores.tolist()]
+    assert alarms(FeatureDrift(fields=("timings.score_s",), metrics=False), stream) == []
+    strict = FeatureDrift(fields=("timings.score_s",), metrics=False, min_distance=0.0)
+    assert [i for i, _ in alarms(strict, stream)] == [7167]
+
+
+def test_feature_drift_sees_a_prompt_mix_shift_shared_by_the_groups() -> None:
+    # groups of 8 episodes share a prompt, so a window of 1024 holds only 128 prompts; the
+    # longer reference is what lets a 50% longer prompt mix pass the widened critical value
+    rng = np.random.default_rng(64)
+    prompts = np.repeat(np.exp(math.log(300.0) + 0.35 * rng.standard_normal(1500)), 8)
+    prompts = prompts * np.where(np.arange(12_000) >= 6000, 1.5, 1.0)
+    stream = [event(prompt_tokens=int(p)) for p in prompts.tolist()]
+    found = alarms(FeatureDrift(fields=("prompt_tokens",), metrics=False), stream)
+    assert [i for i, _ in found] == [7167]
+    assert found[0][1].summary.startswith("prompt_tokens drifted")
+    short = FeatureDrift(fields=("prompt_tokens",), metrics=False, reference=1024)
+    assert alarms(short, stream) == []
