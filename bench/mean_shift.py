@@ -6,7 +6,8 @@ Streams are N(0, 1) whose mean steps up by ``delta`` standard deviations at a ra
 (KSWIN, at about 200 µs per update, sees fewer and shorter ones).
 
 - ``ours``: the :class:`~detectors.cusum.MeanShiftCUSUM` that ``reward_shift`` runs, with its
-  default parameters (batches of 8) and its share of the bank's default budget.
+  default parameters (batches of 8 with the long-run variance and skewness corrections, and
+  the per-sample charts) and its share of the bank's default budget.
 - ``oracle_cusum``: the CUSUM of the log-likelihood ratio of the known pre- and post-change
   distributions (for N(0, 1) -> N(delta, 1): ``k = delta / 2``), the optimal detector for a
   given false-alarm rate. Its threshold gives the mean run length between false alarms that
