@@ -10,6 +10,8 @@ __all__ = ["MeanShiftCUSUM", "cusum_threshold"]
 
 #: Siegmund's correction of the decision interval for the overshoot of a Gaussian random walk.
 _OVERSHOOT = 1.166
+#: Batches between refreshes of the design effect and the skewness-corrected thresholds.
+_RESCALE_BATCHES = 8
 #: The baseline stops learning while either side is above this share of the threshold, so the
 #: onset of a change does not pull the reference towards itself.
 _FREEZE_FRACTION = 0.5
@@ -145,36 +147,45 @@ class MeanShiftCUSUM(_Base):
 
     __slots__ = (
         "_acc",
-        "_acc2",
-        "_acc3",
         "_alpha",
+        "_batches",
         "_beta",
         "_cov",
+        "_d0",
+        "_d1",
         "_deff",
         "_direction",
         "_down",
         "_drift",
         "_fast_base",
-        "_fast_h",
-        "_fast_n",
-        "_fast_s",
         "_fired",
         "_floor",
         "_h",
         "_h_down",
         "_h_up",
+        "_hd0",
+        "_hd1",
+        "_hu0",
+        "_hu1",
         "_in_batch",
         "_inv_sd",
+        "_k0",
+        "_k1",
         "_lagged",
-        "_m2e",
-        "_m3e",
+        "_m3",
         "_mean",
         "_n",
         "_n_cap",
         "_n_down",
         "_n_up",
+        "_nd0",
+        "_nd1",
+        "_nu0",
+        "_nu1",
         "_sum_down",
         "_sum_up",
+        "_u0",
+        "_u1",
         "_up",
         "_var",
         "_warm",
@@ -233,13 +244,18 @@ class MeanShiftCUSUM(_Base):
         )
         fast_k = tuple(fast_k)
         check_param(
-            len(fast_k) <= 4 and all(0 < f < clip for f in fast_k),
+            len(fast_k) <= 2 and all(0 < f < clip for f in fast_k),
             "fast_k",
-            f"at most 4 numbers in (0, clip={clip})",
+            f"at most 2 numbers in (0, clip={clip})",
             fast_k,
         )
         check_param(0.0 < fast_share < 1.0, "fast_share", "a number in (0, 1)", fast_share)
-        check_param(not fast_k or batch_size > 1, "fast_k", "empty when batch_size is 1", fast_k)
+        check_param(
+            not fast_k or (batch_size > 1 and lags > 0),
+            "fast_k",
+            "empty unless batch_size > 1 and lags > 0",
+            fast_k,
+        )
         self.fast_k = fast_k
         self.fast_share = fast_share
         self.k = k
@@ -256,6 +272,8 @@ class MeanShiftCUSUM(_Base):
         self._h = cusum_threshold(k, main_arl0 / batch_size)
         fast_arl0 = arl0 * len(fast_k) / fast_share
         self._fast_base = [cusum_threshold(f, fast_arl0) for f in fast_k]
+        self._k0 = fast_k[0] if fast_k else 0.0
+        self._k1 = fast_k[1] if len(fast_k) > 1 else 0.0
         self._alpha = -math.expm1(-math.log(2.0) * batch_size / baseline_halflife)
         self._beta = -math.expm1(-math.log(2.0) * batch_size / lrv_halflife)
         self._warm = -(-warmup // batch_size)
@@ -274,38 +292,45 @@ class MeanShiftCUSUM(_Base):
         self._sum_up = 0.0
         self._sum_down = 0.0
         self._acc = 0.0
-        self._acc2 = 0.0
-        self._acc3 = 0.0
-        self._m2e = 0.0
-        self._m3e = 0.0
+        self._m3 = 0.0
         self._in_batch = 0
+        self._batches = 0
         self._drift = False
         self._direction = ""
         self._deff = 1.0
         self._cov = [0.0] * self.lags
         self._lagged = [0.0] * self.lags
-        # per fast chart: [up, down] sides, their run lengths; the chart that fired (-1: none)
-        self._fast_s = [[0.0, 0.0] for _ in self.fast_k]
-        self._fast_n = [[0, 0] for _ in self.fast_k]
-        self._fired = -1
-        self._inv_sd = 0.0
-        # per fast chart: the thresholds of its [up, down] sides (skewness-corrected)
-        self._fast_h = [[h, h] for h in self._fast_base]
         self._h_up = self._h
         self._h_down = self._h
+        # The per-sample charts (at most two, flat slots: this is the per-event path): sides,
+        # their run lengths, skewness-corrected thresholds; the chart that fired (-1: none).
+        self._inv_sd = 0.0
+        self._fired = -1
+        self._u0 = self._d0 = self._u1 = self._d1 = 0.0
+        self._nu0 = self._nd0 = self._nu1 = self._nd1 = 0
+        base = self._fast_base
+        self._hu0 = self._hd0 = base[0] if base else math.inf
+        self._hu1 = self._hd1 = base[1] if len(base) > 1 else math.inf
 
     def update(self, x: float) -> None:
         """Feed one sample."""
         if self._drift:
             self._reset()
-        if self._inv_sd and self._fast(x):
-            return
-        if self.lags:
-            # moments of single samples about the baseline, for the skewness correction
-            d = x - self._mean
-            dd = d * d
-            self._acc2 += dd
-            self._acc3 += dd * d
+        inv = self._inv_sd
+        if inv:
+            z = (x - self._mean) * inv
+            clip = self.clip
+            if z > clip:
+                z = clip
+            elif z < -clip:
+                z = -clip
+            # a chart at rest stays at rest unless |z| exceeds its k
+            f = self._k0
+            if (self._u0 or self._d0 or z > f or z < -f) and self._chart0(z, f):
+                return
+            f = self._k1
+            if f and (self._u1 or self._d1 or z > f or z < -f) and self._chart1(z, f):
+                return
         if self.batch_size > 1:
             acc = self._acc + x
             filled = self._in_batch + 1
@@ -318,6 +343,14 @@ class MeanShiftCUSUM(_Base):
             x = acc / filled
         n = self._n
         mean = self._mean
+        if self.lags and n:
+            # the third moment learns from every batch, frozen or not: the batches a freeze
+            # leaves out are those of the long tail it measures
+            b = 1.0 / n
+            if b < self._beta:
+                b = self._beta
+            dev = x - mean
+            self._m3 += b * (dev * dev * dev - self._m3)
         if n >= self._warm:
             std = math.sqrt(self._var * self._deff)
             if std < self._floor:
@@ -366,30 +399,74 @@ class MeanShiftCUSUM(_Base):
         d = x - mean
         step = a * d
         self._mean = mean + step
-        if self.lags:
-            # the scale (variance and correlation) changes more slowly than the level: it
-            # learns with the longer half-life, which keeps its estimation error small
-            b = 1.0 / n
-            if b < self._beta:
-                b = self._beta
-            self._var = (1.0 - b) * (self._var + b * d * d)
-            self._learn_correlation(d, b)
-            size = self.batch_size
-            self._m2e += b * (self._acc2 / size - self._m2e)
-            self._m3e += b * (self._acc3 / size - self._m3e)
-        else:
-            self._var = (1.0 - a) * (self._var + d * step)
         if n <= self._n_cap:
             self._n = n
-        # the per-sample charts wait for twice the warm-up: a scale estimated from few batches
-        # is too often too small, and those charts react to one sample
-        if self.lags:
-            self._acc2 = 0.0
-            self._acc3 = 0.0
+        if not self.lags:
+            self._var = (1.0 - a) * (self._var + d * step)
+            return
+        # the scale (variance, correlation, skewness) changes more slowly than the level: it
+        # learns with the longer half-life, which keeps its estimation error small
+        b = 1.0 / n
+        if b < self._beta:
+            b = self._beta
+        self._var = (1.0 - b) * (self._var + b * d * d)
+        self._learn_correlation(d, b)
+        # the derived scale and thresholds move slowly: refreshed every few batches, and on
+        # every batch of the warm-up
+        self._batches += 1
+        if n <= 2 * self._warm or self._batches >= _RESCALE_BATCHES:
+            self._batches = 0
             self._scale(n)
 
+    def _chart0(self, z: float, f: float) -> bool:
+        """Update the first per-sample chart; True when it detected."""
+        up = self._u0 + z - f
+        if up > 0.0:
+            self._nu0 += 1
+        else:
+            up = 0.0
+            self._nu0 = 0
+        down = self._d0 - z - f
+        if down > 0.0:
+            self._nd0 += 1
+        else:
+            down = 0.0
+            self._nd0 = 0
+        self._u0 = up
+        self._d0 = down
+        if up > self._hu0 or down > self._hd0:
+            self._fast_alarm(0, up > self._hu0)
+            return True
+        return False
+
+    def _chart1(self, z: float, f: float) -> bool:
+        """Update the second per-sample chart; True when it detected."""
+        up = self._u1 + z - f
+        if up > 0.0:
+            self._nu1 += 1
+        else:
+            up = 0.0
+            self._nu1 = 0
+        down = self._d1 - z - f
+        if down > 0.0:
+            self._nd1 += 1
+        else:
+            down = 0.0
+            self._nd1 = 0
+        self._u1 = up
+        self._d1 = down
+        if up > self._hu1 or down > self._hd1:
+            self._fast_alarm(1, up > self._hu1)
+            return True
+        return False
+
+    def _fast_alarm(self, chart: int, up: bool) -> None:
+        self._drift = True
+        self._fired = chart
+        self._direction = "up" if up else "down"
+
     def _scale(self, n: int) -> None:
-        """Skewness-corrected thresholds of the sides, and the scale of the per-sample charts.
+        """Design effect, skewness-corrected thresholds, and the per-sample charts' scale.
 
         The Siegmund threshold assumes Gaussian increments. A side whose increments have a
         long right tail (the down side of a success rate of 80%: failures are rare and far
@@ -397,77 +474,55 @@ class MeanShiftCUSUM(_Base):
         tail solves ``K(theta) = k * theta`` for the cumulant generating function ``K`` of the
         standardized sample; with ``K`` to third order, ``theta**2 * g / 6 + theta / 2 = k``
         for the third moment ``g`` of that side. The threshold is scaled by ``2 * k / theta``
-        (the Gaussian exponent over the skewed one) and never lowered. A batch mean of
-        ``batch_size`` samples has ``g / sqrt(batch_size)``.
+        (the Gaussian exponent over the skewed one) and never lowered. ``g`` is estimated on
+        the batch means (no per-sample work); a single sample has ``sqrt(batch_size)`` times
+        the standardized third moment of a mean of ``batch_size`` independent samples.
         """
-        sd = math.sqrt(self._var * self._deff)
-        inv = 1.0 / (max(sd, self._floor) * math.sqrt(self.batch_size))
-        g = self._m3e * inv * inv * inv
-        gb = g / math.sqrt(self.batch_size)
+        lags = self.lags
+        total = 0.0
+        for j, c in enumerate(self._cov):
+            total += (1.0 - (j + 1) / (lags + 1)) * c
+        var = self._var
+        deff = 1.0 + 2.0 * total / var if var > 0.0 else 1.0
+        self._deff = deff if deff > 1.0 else 1.0
+        sd = max(math.sqrt(var * self._deff), self._floor)
+        gb = self._m3 / (sd * sd * sd)
+        g = gb * math.sqrt(self.batch_size)
+        inv = 1.0 / (sd * math.sqrt(self.batch_size))
         self._h_up = self._h * _skew_factor(self.k, gb)
         self._h_down = self._h * _skew_factor(self.k, -gb)
+        # the per-sample charts wait for twice the warm-up: a scale estimated from few batches
+        # is too often too small, and those charts react to one sample
         if not self.fast_k or n < 2 * self._warm:
             return
         self._inv_sd = inv
-        for j, f in enumerate(self.fast_k):
-            base = self._fast_base[j]
-            self._fast_h[j] = [base * _skew_factor(f, g), base * _skew_factor(f, -g)]
+        base = self._fast_base
+        self._hu0 = base[0] * _skew_factor(self._k0, g)
+        self._hd0 = base[0] * _skew_factor(self._k0, -g)
+        if self._k1:
+            self._hu1 = base[1] * _skew_factor(self._k1, g)
+            self._hd1 = base[1] * _skew_factor(self._k1, -g)
 
-    def _fast(self, x: float) -> bool:
-        """Update the per-sample charts with ``x``; True when one of them detected."""
-        z = (x - self._mean) * self._inv_sd
-        clip = self.clip
-        if z > clip:
-            z = clip
-        elif z < -clip:
-            z = -clip
-        for j, f in enumerate(self.fast_k):
-            sides = self._fast_s[j]
-            runs = self._fast_n[j]
-            up = sides[0] + z - f
-            if up > 0.0:
-                runs[0] += 1
-            else:
-                up = 0.0
-                runs[0] = 0
-            down = sides[1] - z - f
-            if down > 0.0:
-                runs[1] += 1
-            else:
-                down = 0.0
-                runs[1] = 0
-            sides[0] = up
-            sides[1] = down
-            h = self._fast_h[j]
-            if up > h[0] or down > h[1]:
-                self._drift = True
-                self._fired = j
-                self._direction = "up" if up >= down else "down"
-                return True
-        return False
+    def _fast_sides(self) -> list[tuple[float, float, float, float]]:
+        """``(up, down, up threshold, down threshold)`` of each per-sample chart."""
+        sides = [(self._u0, self._d0, self._hu0, self._hd0)]
+        if self._k1:
+            sides.append((self._u1, self._d1, self._hu1, self._hd1))
+        return sides[: len(self.fast_k)]
 
     def _fast_busy(self) -> bool:
         """True while a per-sample chart is above the share of its threshold that freezes."""
-        for sides, h in zip(self._fast_s, self._fast_h, strict=True):
-            if sides[0] > _FREEZE_FRACTION * h[0] or sides[1] > _FREEZE_FRACTION * h[1]:
+        for up, down, h_up, h_down in self._fast_sides():
+            if up > _FREEZE_FRACTION * h_up or down > _FREEZE_FRACTION * h_down:
                 return True
         return False
 
     def _learn_correlation(self, d: float, b: float) -> None:
-        """Update the lagged covariances of batch-mean deviations and the design effect."""
-        cov = self._cov
+        """Update the lagged covariances of batch-mean deviations (see :meth:`_scale`)."""
         lagged = self._lagged
-        lags = self.lags
-        total = 0.0
-        for j in range(lags):
-            c = cov[j] + b * (d * lagged[j] - cov[j])
-            cov[j] = c
-            total += (1.0 - (j + 1) / (lags + 1)) * c
+        self._cov = [c + b * (d * y - c) for c, y in zip(self._cov, lagged, strict=True)]
         lagged.insert(0, d)
         lagged.pop()
-        var = self._var
-        deff = 1.0 + 2.0 * total / var if var > 0.0 else 1.0
-        self._deff = deff if deff > 1.0 else 1.0
 
     @property
     def drift_detected(self) -> bool:
@@ -490,9 +545,9 @@ class MeanShiftCUSUM(_Base):
         """
         h = self._h
         stat = max(self._up / self._h_up * h, self._down / self._h_down * h) if h > 0.0 else 0.0
-        for sides, limits in zip(self._fast_s, self._fast_h, strict=True):
-            for side, limit in zip(sides, limits, strict=True):
-                scaled = side / limit * self._h if limit > 0.0 else 0.0
+        for up, down, h_up, h_down in self._fast_sides():
+            for side, limit in ((up, h_up), (down, h_down)):
+                scaled = side / limit * h if limit > 0.0 else 0.0
                 if scaled > stat:
                     stat = scaled
         return stat
@@ -526,11 +581,14 @@ class MeanShiftCUSUM(_Base):
         """
         j = self._fired
         if j >= 0 and self._inv_sd:
-            side = 0 if self._direction == "up" else 1
-            run = self._fast_n[j][side]
+            up_side = self._direction == "up"
+            if j == 0:
+                stat, run = (self._u0, self._nu0) if up_side else (self._d0, self._nd0)
+            else:
+                stat, run = (self._u1, self._nu1) if up_side else (self._d1, self._nd1)
             if run:
-                shift = (self._fast_s[j][side] / run + self.fast_k[j]) / self._inv_sd
-                return self._mean + shift if side == 0 else self._mean - shift
+                shift = (stat / run + self.fast_k[j]) / self._inv_sd
+                return self._mean + shift if up_side else self._mean - shift
         up = self._direction == "up" if j >= 0 else self._up >= self._down
         if up:
             return self._sum_up / self._n_up if self._n_up else self._mean

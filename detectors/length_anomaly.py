@@ -67,7 +67,7 @@ class LengthAnomaly(_MeanShiftDetector):
     ...     if detector.alarm:
     ...         print(i, detector.alarm.severity, detector.alarm.summary)
     ... # doctest: +NORMALIZE_WHITESPACE
-    2002 warning completion length collapse: typical length about 169 tokens,
+    2003 warning completion length collapse: typical length about 152 tokens,
     baseline 817 tokens (geometric means)
     """
 

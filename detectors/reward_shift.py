@@ -64,7 +64,7 @@ class RewardShift(_MeanShiftDetector):
     ...     detector.update(event)
     ...     if detector.alarm:
     ...         print(i, detector.alarm.severity, detector.alarm.summary)
-    3061 page reward mean dropped from 0.603 to about 0.11 (baseline std 0.508)
+    3062 page reward mean dropped from 0.603 to about 0.108 (baseline std 0.508)
     """
 
     __slots__ = ()

@@ -90,7 +90,7 @@ def _alarms(spec: SegmentSpec, detector_id: str, **params: Any) -> list[tuple[in
         (SegmentSpec("stationary", "tool", 8000, 13, "masked_failure", 0.05, 3000),
          "masked_failure", {}, [(3013, "page")]),
         (SegmentSpec("heavy_tails", "math", 8000, 14, "length_collapse", 2.0, 3000),
-         "length_anomaly", {"arl0": 4e6}, [(3015, "warning")]),
+         "length_anomaly", {"arl0": 4e6}, [(3029, "warning")]),
         (SegmentSpec("grouped", "code", 8000, 15, "truncation", 0.7, 3000),
          "truncation_rate", {"arl0": 4e6}, [(3207, "warning"), (3425, "page")]),
     ],
