@@ -44,14 +44,19 @@ def cusum_threshold(k: float, arl0: float) -> float:
 def _skew_factor(k: float, g: float) -> float:
     """Factor (>= 1) on a CUSUM threshold for increments with third moment ``g``.
 
-    >>> _skew_factor(0.5, 0.0), round(_skew_factor(0.5, 1.5), 2)
-    (1.0, 1.37)
+    The ratio ``2 * k / theta`` of the Gaussian tail exponent to the one solving
+    ``theta**2 * g / 6 + theta / 2 = k``, written without dividing by ``g``; 1 for ``g <= 0``
+    (or not a number), at most ``1e6``.
+
+    >>> _skew_factor(0.5, 0.0), round(_skew_factor(0.5, 1.5), 2), _skew_factor(1.0, 1e-300)
+    (1.0, 1.37, 1.0)
+    >>> _skew_factor(0.5, float("nan")), _skew_factor(0.5, float("inf"))
+    (1.0, 1000000.0)
     """
-    if g <= 0.0:
+    if not g > 0.0:
         return 1.0
-    theta = (math.sqrt(0.25 + 2.0 * g * k / 3.0) - 0.5) / (g / 3.0)
-    factor = 2.0 * k / theta
-    return factor if factor > 1.0 else 1.0
+    factor = 0.5 + math.sqrt(0.25 + 2.0 * g * k / 3.0)
+    return factor if factor < 1e6 else 1e6
 
 
 class MeanShiftCUSUM(_Base):

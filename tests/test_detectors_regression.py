@@ -449,3 +449,14 @@ def test_bank_detectors_view_is_read_only() -> None:
         assert math.isfinite(detector.statistic)
         assert math.isfinite(detector.threshold)
         assert detector.active is False
+
+
+def test_mean_shift_cusum_survives_a_vanishing_third_moment() -> None:
+    # A constant stream after one outlier: the third moment decays towards 0 through the
+    # subnormal range, where a threshold factor computed as 1 / (g / 3) divided by zero.
+    detector = MeanShiftCUSUM(warmup=64, batch_size=8, lags=6, lrv_halflife=64, fast_k=(0.5, 1.0))
+    detector.update(0.0)
+    for _ in range(120_000):
+        detector.update(1.0)
+        assert not detector.drift_detected
+    assert detector.threshold > 0.0
