@@ -32,14 +32,10 @@ PAGE_IDS = [i for i, cls in DETECTORS.items() if cls.severity == "page"]
 
 #: Page-severity detectors whose clean-control pages are a known, reported shortfall (see
 #: docs/detection-benchmark.md): the test documents it instead of hiding it.
-KNOWN_PAGES: dict[str, str] = {
-    "reward_shift": "the CUSUM on batches of 8 is not calibrated for interleaved GRPO groups "
-    "(grouped control)",
-}
+KNOWN_PAGES: dict[str, str] = {}
 #: Faults that a detector misses at the largest magnitude for a known reason
 #: (bench.detection.EXPLANATIONS, rendered in docs/detection-benchmark.md).
-KNOWN_MISSES = ("group_extra_member", "group_missing_member", "component_saturation",
-                "format_dominance", "reward_hack")  # fmt: skip
+KNOWN_MISSES: tuple[str, ...] = ()
 
 
 @pytest.fixture(scope="module")
