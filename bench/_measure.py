@@ -69,6 +69,7 @@ class Result:
     load_end: float
     segments_seen: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    cpu_seconds: float = 0.0  # CPU time of the whole process (all threads) while measuring
 
 
 class Stopwatch:
@@ -80,6 +81,8 @@ class Stopwatch:
         self.started: float | None = None
         self.base = 0  # events counted when the clock started
         self.elapsed = 0.0
+        self.cpu_started = 0.0
+        self.cpu = 0.0
         self.rss_start = rss_mb()
         self.load_start = os.getloadavg()[0]
 
@@ -89,7 +92,9 @@ class Stopwatch:
             if not count:
                 return False
             self.started, self.base = now, count
+            self.cpu_started = time.process_time()
         self.elapsed = now - self.started
+        self.cpu = time.process_time() - self.cpu_started
         return count >= self.target or (
             self.max_seconds is not None and self.elapsed >= self.max_seconds
         )
@@ -99,7 +104,7 @@ class Stopwatch:
         rate = (count - self.base) / self.elapsed if self.elapsed > 0 else 0.0
         return Result(kind, backend, count, self.elapsed, rate, count >= self.target,
                       self.rss_start, peak_rss_mb(), self.load_start, os.getloadavg()[0],
-                      segments, extra or {})  # fmt: skip
+                      segments, extra or {}, self.cpu)  # fmt: skip
 
 
 def _status_mb(name: str) -> float:

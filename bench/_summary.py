@@ -19,7 +19,7 @@ THROUGHPUT_KEYS = {
     "ceiling": "ceiling_events_per_s",
     "ceiling_default": "ceiling_default_events_per_s",
     "e2e": "e2e_events_per_s",
-    "e2e_tuned": "e2e_tuned_events_per_s",
+    "e2e_default_prefetch": "e2e_default_prefetch_events_per_s",
     "e2e_no_checkpoint": "e2e_no_checkpoint_events_per_s",
     "e2e_kafka_python": "e2e_kafka_python_events_per_s",
     "naive": "naive_events_per_s",
@@ -194,6 +194,13 @@ def _targets(s: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
+def _cpu_us_per_event(row: Row) -> float | None:
+    """CPU time of the measured process per event counted, in microseconds."""
+    counted = row["events_per_s"] * row["seconds"]
+    cpu = row.get("cpu_seconds") or 0.0
+    return 1e6 * cpu / counted if counted > 0 and cpu > 0 else None
+
+
 def summarise(
     info: dict[str, Any], rows: list[Row], latency_runs: list[Row], state: list[Row]
 ) -> dict[str, Any]:
@@ -210,7 +217,7 @@ def summarise(
         for name in THROUGHPUT_KEYS
         if any(r["name"] == name for r in rows)
     }
-    for name in ("e2e", "e2e_tuned", "e2e_no_checkpoint", "e2e_kafka_python", "naive",
+    for name in ("e2e", "e2e_default_prefetch", "e2e_no_checkpoint", "e2e_kafka_python", "naive",
                  "ceiling_default"):  # fmt: skip
         s[f"{name}_ratio_to_ceiling"] = _ratio(rows, name, "ceiling")
     s["e2e_ratio_to_ceiling_large"] = _ratio(rows, "e2e_large", "ceiling_large")
@@ -223,8 +230,18 @@ def summarise(
         s[f"scrape_ms_{suffix}"] = _median_of(rows, name, lambda r: r["extra"]["scrape_ms"])
         s[f"scrape_bytes_{suffix}"] = _median_of(rows, name, lambda r: r["extra"]["scrape_bytes"])
         s[f"scrape_series_{suffix}"] = _median_of(rows, name, lambda r: r["extra"]["scrape_series"])
+    cpu = {
+        name: [_cpu_us_per_event(r) for r in rows if r["name"] == name] for name in THROUGHPUT_KEYS
+    }
+    s["cpu_us_per_event"] = {
+        name: _median([v for v in values if v is not None])
+        for name, values in cpu.items()
+        if any(v is not None for v in values)
+    }
     s["rss_mb_ceiling"] = _median_of(rows, "ceiling", lambda r: r["rss_peak_mb"])
-    s["rss_mb_e2e_tuned"] = _median_of(rows, "e2e_tuned", lambda r: r["rss_peak_mb"])
+    s["rss_mb_e2e_default_prefetch"] = _median_of(
+        rows, "e2e_default_prefetch", lambda r: r["rss_peak_mb"]
+    )
     s["rss_mb_naive"] = _median_of(rows, "naive", lambda r: r["rss_peak_mb"])
     small, large = s["rss_mb_1k_segments"], s["rss_mb_10k_segments"]
     seen = s["runs_by_configuration"]

@@ -6,10 +6,11 @@ rounds, each configuration runs in a fresh process (its own consumer group, its 
 over the same topic:
 
 * ``ceiling``: confluent-kafka batched ``consume`` plus msgspec typed decode, nothing else,
-  with the consumer's prefetch tuned (:data:`TUNED`); ``ceiling_default`` is the same with
-  librdkafka's default prefetch settings, which the daemon runs with;
+  with the consumer's prefetch tuned (:data:`TUNED`, the daemon's own prefetch defaults);
+  ``ceiling_default`` is the same with librdkafka's default prefetch settings;
 * ``e2e``: the daemon itself (``monitor.daemon.Daemon.run``) with the confluent backend and
-  the default detector set; ``e2e_tuned`` the same with :data:`TUNED` added to its consumer;
+  the default detector set; ``e2e_default_prefetch`` the same with librdkafka's default
+  prefetch (:data:`LIBRDKAFKA_PREFETCH`) instead of the daemon's;
 * ``e2e_kafka_python``: the daemon with the kafka-python backend;
 * ``naive``: :mod:`bench.naive`, the hand-written baseline.
 
@@ -48,11 +49,17 @@ from bench._summary import environment, summarise
 REPO_DIR = Path(__file__).resolve().parent.parent
 RESULTS_PATH = REPO_DIR / "bench" / "results" / "throughput.json"
 DOC_PATH = REPO_DIR / "docs" / "throughput.md"
-#: Consumer prefetch settings for the ceiling (and ``e2e_tuned``): librdkafka's default
+#: Consumer prefetch settings for the ceiling, the same as the daemon's defaults
+#: (``monitor.source.confluent.PREFETCH_DEFAULTS``): librdkafka's default
 #: ``fetch.queue.backoff.ms`` (1000) idles the fetcher for a second whenever the local queue
 #: is full, which caps any consumer that spends more than about 1 us per message.
 DESCRIPTION = "Throughput benchmark of rollout-monitor against the raw Kafka ceiling."
 TUNED: dict[str, Any] = {"fetch.queue.backoff.ms": 10, "queued.max.messages.kbytes": 16384}
+#: librdkafka's own prefetch defaults, for ``e2e_default_prefetch``.
+LIBRDKAFKA_PREFETCH: dict[str, Any] = {
+    "fetch.queue.backoff.ms": 1000,
+    "queued.max.messages.kbytes": 65536,
+}
 
 
 @dataclass(frozen=True)
@@ -223,7 +230,13 @@ def _plans(config: Config, main: Preloaded, large: Preloaded) -> list[Plan]:
     if config.extras:
         extras = [
             Plan("ceiling_default", "ceiling", main, main.events),
-            Plan("e2e_tuned", "daemon", main, main.events, librdkafka=TUNED),
+            Plan(
+                "e2e_default_prefetch",
+                "daemon",
+                main,
+                main.events,
+                librdkafka=LIBRDKAFKA_PREFETCH,
+            ),
         ]
         if _has_checkpoints():
             extras.append(

@@ -53,7 +53,9 @@ class _FailureModeDetector(_Base):
     ``threshold`` (see :class:`detectors.protocol.FailureModeDetector`). ``update`` clears
     ``_alarm`` first, so that ``alarm`` belongs to the update that raised it.
     ``budgeted`` says whether the constructor takes a false-alarm budget ``arl0`` (the bank
-    shares its budget among those detectors only).
+    shares its budget among those detectors only). ``requires`` names an event field without
+    which ``update`` does nothing but clear ``_alarm``: the bank then skips the update for
+    events where it is ``None`` (:meth:`detectors.bank.DetectorBank.update_batch`).
     """
 
     __slots__ = ("_alarm",)
@@ -61,6 +63,7 @@ class _FailureModeDetector(_Base):
     detector_id: ClassVar[str]
     severity: ClassVar[Severity]
     budgeted: ClassVar[bool] = True
+    requires: ClassVar[str | None] = None
 
     _alarm: Alarm | None
 

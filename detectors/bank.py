@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
-from collections.abc import Mapping
+import operator
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -55,6 +57,13 @@ DETECTORS: dict[str, type[_FailureModeDetector]] = {
 DEFAULT_ENABLED: tuple[str, ...] = tuple(DETECTORS)
 
 _NO_ALARMS: tuple[Alarm, ...] = ()
+
+
+@functools.cache
+def _required_getters(enabled: tuple[str, ...]) -> tuple[Callable[[Any], Any] | None, ...]:
+    """A getter of the field each detector of ``enabled`` requires, or None (by position)."""
+    fields = [DETECTORS[i].requires for i in enabled]
+    return tuple(None if f is None else operator.attrgetter(f) for f in fields)
 
 
 @dataclass(frozen=True)
@@ -192,6 +201,60 @@ class DetectorBank(_Base):
             if alarm is not None:
                 alarms = (*alarms, alarm)
         return alarms
+
+    def update_batch(
+        self, events: Sequence[EventLike]
+    ) -> tuple[list[tuple[int, Alarm]], dict[int, Exception]]:
+        """Update every detector with ``events``, in order; same end state as :meth:`update`
+        on each event in turn.
+
+        The detectors of a bank share no state, so each one takes the whole sequence before
+        the next starts: the loop over events runs inside one detector with its bound method
+        resolved once, instead of resolving 15 methods per event. Returns the alarms as
+        ``(position in events, alarm)`` in the order per-event updates raise them (by
+        event, then in ``enabled`` order), and the events a detector failed on
+        (``position -> exception``). As with :meth:`update`, an event a detector fails on
+        is not shown to the detectors after it and its alarms are dropped.
+
+        >>> from types import SimpleNamespace
+        >>> from detectors.protocol import EVENT_FIELDS
+        >>> events = [SimpleNamespace(**{**dict.fromkeys(EVENT_FIELDS), "ts": float(i),
+        ...           "status": "completed", "reward": 0.0 if i == 3 else 1.0,
+        ...           "error": SimpleNamespace(type="E", where="verifier") if i == 3 else None})
+        ...           for i in range(5)]
+        >>> found, failed = DetectorBank().update_batch(events)
+        >>> [(i, a.detector) for i, a in found], failed
+        ([(3, 'masked_failure')], {})
+        """
+        found: list[tuple[int, int, Alarm]] = []
+        failed: dict[int, Exception] = {}
+        every: Sequence[int] = range(len(events))
+        getters = _required_getters(self.config.enabled)
+        for order, (detector, required) in enumerate(zip(self._detectors, getters, strict=True)):
+            update = detector.update
+            if failed:
+                every = [i for i in every if i not in failed]
+            positions = every
+            if required is not None:
+                # Events without the field change nothing but the alarm, which the update
+                # after them clears, or this does when the last event lacks the field.
+                positions = [i for i in every if required(events[i]) is not None]
+                if len(positions) < len(every) and (not positions or positions[-1] != every[-1]):
+                    detector._alarm = None
+            for i in positions:
+                try:
+                    update(events[i])
+                except Exception as exc:  # the caller counts and logs it
+                    failed[i] = exc
+                    continue
+                alarm = detector._alarm
+                if alarm is not None:
+                    found.append((i, order, alarm))
+        if failed:
+            found = [f for f in found if f[0] not in failed]
+        if len(found) > 1:
+            found.sort(key=lambda f: (f[0], f[1]))
+        return [(i, alarm) for i, _, alarm in found], failed
 
     @property
     def detectors(self) -> Mapping[str, _FailureModeDetector]:

@@ -9,6 +9,10 @@ from detectors._base import _Base, check_param
 
 __all__ = ["RateBound", "wilson_lower_bound"]
 
+#: ``RateBound._lower`` when the bound is known to be at most the threshold and has not been
+#: computed since the last update (a bound is never negative).
+_STALE = -1.0
+
 
 def wilson_lower_bound(successes: int, n: int, z: float) -> float:
     """Lower end of the Wilson score interval for ``successes`` out of ``n`` trials.
@@ -151,14 +155,18 @@ class RateBound(_Base):
         if n < self.min_samples:
             return
         threshold = self.threshold
+        if count <= threshold * n:
+            # The Wilson interval contains the share, so the bound is at most the threshold:
+            # no detection, and the bound is computed only when it is read (_STALE).
+            self._lower = _STALE
+            if not self._armed:
+                self._armed = True
+            return
         lower = wilson_lower_bound(count, n, self._z)
         self._lower = lower
-        if lower > threshold:
-            if self._armed:
-                self._armed = False
-                self._drift = True
-        elif not self._armed and count <= threshold * n:
-            self._armed = True
+        if lower > threshold and self._armed:
+            self._armed = False
+            self._drift = True
 
     def label_counts(self) -> dict[int, int]:
         """Positive observations in the window by label (``True`` is label 1); O(window)."""
@@ -176,12 +184,15 @@ class RateBound(_Base):
     @property
     def active(self) -> bool:
         """Whether the lower bound is above ``threshold``."""
-        return self._lower > self.threshold
+        return self.statistic > self.threshold
 
     @property
     def statistic(self) -> float:
         """The Wilson lower bound of the rate (0 before ``min_samples`` observations)."""
-        return self._lower
+        lower = self._lower
+        if lower == _STALE:  # computed, not stored: the exporter reads from another thread
+            return wilson_lower_bound(self._count, self._n, self._z)
+        return lower
 
     @property
     def rate(self) -> float:

@@ -122,7 +122,7 @@ class TruncationRate(_RateDetector):
         if rate._drift:
             self._paged = False
             self._alarm = self._raise(self.severity)
-        if not self._paged and rate._lower >= self.page_threshold:
+        if not self._paged and rate._lower >= self.page_threshold:  # _STALE (< 0) when low
             self._paged = True
             self._alarm = self._raise("page")
 

@@ -87,6 +87,7 @@ class VerifierFlakiness(_RateDetector):
     )
 
     detector_id: ClassVar[str] = "verifier_flakiness"
+    requires: ClassVar[str | None] = "completion_hash"  # update returns at once without it
     severity: ClassVar[Severity] = "warning"
 
     def __init__(

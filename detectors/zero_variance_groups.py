@@ -201,7 +201,7 @@ class ZeroVarianceGroups(_FailureModeDetector):
             self._paged = False
             if not changing:
                 self._alarm = self._level_alarm(self.severity)
-        if not self._paged and rate._lower >= self.page_threshold:
+        if not self._paged and rate._lower >= self.page_threshold:  # _STALE (< 0) when low
             self._paged = True
             self._alarm = self._level_alarm("page")
         if jump._drift and self._alarm is None and not changing:

@@ -25,7 +25,7 @@ import struct
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 log = logging.getLogger(__name__)
 
@@ -60,18 +60,59 @@ def checkpoint_key(topic: str, partition: int) -> str:
 
 def encode(checkpoint: Checkpoint) -> bytes:
     payload = pickle.dumps(checkpoint.state, protocol=pickle.HIGHEST_PROTOCOL)
-    header = json.dumps(
+    header = _header(checkpoint, hashlib.sha256(payload).hexdigest(), len(payload))
+    return MAGIC + _LEN.pack(len(header)) + header + payload
+
+
+def _header(checkpoint: Checkpoint, sha256: str, payload_bytes: int) -> bytes:
+    return json.dumps(
         {
             "format_version": FORMAT_VERSION,
             "topic": checkpoint.topic,
             "partition": checkpoint.partition,
             "next_offset": checkpoint.next_offset,
-            "sha256": hashlib.sha256(payload).hexdigest(),
-            "payload_bytes": len(payload),
+            "sha256": sha256,
+            "payload_bytes": payload_bytes,
             "written_at": time.time(),
         }
     ).encode()
-    return MAGIC + _LEN.pack(len(header)) + header + payload
+
+
+#: Bytes kept for the header when a checkpoint is written as a stream: the header is written
+#: last (it holds the payload's checksum) and padded with spaces, which JSON ignores.
+#: Topic names have at most 249 characters, so a header needs at most about 500.
+HEADER_ROOM = 1024
+
+
+class _HashingWriter:
+    """Writes through to ``fh``, hashing and counting what passes."""
+
+    __slots__ = ("fh", "sha256", "size")
+
+    def __init__(self, fh: BinaryIO) -> None:
+        self.fh = fh
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.sha256.update(data)
+        self.size += len(data)
+        return self.fh.write(data)
+
+
+def write_stream(checkpoint: Checkpoint, fh: BinaryIO) -> None:
+    """Write the blob of :func:`encode` to ``fh`` (a seekable file at offset 0) without
+    holding the pickled state in memory: pickle writes to the file as it goes (tens of
+    megabytes per partition with thousands of segments, and as much again for the growing
+    buffer of ``pickle.dumps``). The header is padded to :data:`HEADER_ROOM` bytes."""
+    fh.write(MAGIC + _LEN.pack(HEADER_ROOM) + b" " * HEADER_ROOM)
+    writer = _HashingWriter(fh)
+    pickle.Pickler(writer, protocol=pickle.HIGHEST_PROTOCOL).dump(checkpoint.state)
+    header = _header(checkpoint, writer.sha256.hexdigest(), writer.size)
+    if len(header) > HEADER_ROOM:
+        raise ValueError(f"checkpoint header of {len(header)} bytes exceeds {HEADER_ROOM}")
+    fh.seek(len(MAGIC) + _LEN.size)
+    fh.write(header.ljust(HEADER_ROOM))
 
 
 def decode(key: str, blob: bytes) -> Checkpoint:
@@ -128,7 +169,7 @@ class DirectoryStore:
             final = self.path(checkpoint.topic, checkpoint.partition)
             tmp = final.with_suffix(".tmp")
             with tmp.open("wb") as fh:
-                fh.write(encode(checkpoint))
+                write_stream(checkpoint, fh)
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, final)

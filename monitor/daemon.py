@@ -20,6 +20,7 @@ affects the state exactly once.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import signal
 import time
@@ -41,6 +42,7 @@ from monitor.http import MonitorHTTPServer
 from monitor.metrics import ConsumerState, build_registry
 from monitor.pipeline import Pipeline
 from monitor.source import (
+    Batch,
     DeadLetterSink,
     RawMessage,
     Source,
@@ -52,6 +54,17 @@ from monitor.source import (
 
 log = logging.getLogger(__name__)
 
+#: Garbage-collector thresholds while consuming. The default first generation (700
+#: allocations) runs a collection every few dozen events; decoded events are not tracked
+#: (``monitor.events``), and what the detectors allocate per event is short-lived and acyclic.
+GC_THRESHOLDS = (50_000, 20, 20)
+#: Checkpoints may take at most this share of the loop's time: when writing the checkpoints
+#: took ``t`` seconds, the next commit waits at least ``t / CHECKPOINT_SHARE`` (and at least
+#: ``commit_every_seconds``). With many segments a checkpoint pickles all of them, so a fixed
+#: interval would let checkpointing crowd out consumption; a crash then replays at most that
+#: much more from the log (the state is still exactly once).
+CHECKPOINT_SHARE = 0.05
+
 
 class Daemon:
     """One consumer-group member: owns the source, the pipeline and the endpoints."""
@@ -61,6 +74,7 @@ class Daemon:
         self._stopping = False
         self._pending: dict[TopicPartition, int] = {}
         self._last_commit = time.monotonic()
+        self._commit_interval = settings.pipeline.commit_every_seconds
         self.source: Source | None = None
         self.dead_letter: DeadLetterSink | None = None
         self.pipeline: Pipeline | None = None
@@ -158,18 +172,28 @@ class Daemon:
     def _loop(self) -> None:
         assert self.source is not None and self.pipeline is not None
         settings = self.settings.pipeline
-        while not self._stopping:
-            batch = self.source.poll_batch(settings.batch_max_events, settings.batch_max_seconds)
-            if batch:
-                self.pipeline.process_messages(batch)
-                self._track(batch)
-            else:
-                self.pipeline.end_batch()
-            now = time.monotonic()
-            if now - self._last_refresh >= 0.5:
-                self._refresh_state(now)
-            if now - self._last_commit >= settings.commit_every_seconds:
-                self._commit("interval")
+        thresholds = gc.get_threshold()
+        gc.collect()
+        gc.freeze()  # what start-up allocated is never garbage: out of every collection
+        gc.set_threshold(*GC_THRESHOLDS)
+        try:
+            while not self._stopping:
+                batch = self.source.poll_batch(
+                    settings.batch_max_events, settings.batch_max_seconds
+                )
+                if batch:
+                    self.pipeline.process_messages(batch)
+                    self._track(batch)
+                else:
+                    self.pipeline.end_batch()
+                now = time.monotonic()
+                if now - self._last_refresh >= 0.5:
+                    self._refresh_state(now)
+                if now - self._last_commit >= self._commit_interval:
+                    self._commit("interval")
+        finally:
+            gc.set_threshold(*thresholds)
+            gc.unfreeze()
 
     def _refresh_state(self, now: float) -> None:
         """Copy what the endpoints show from the Kafka client (consumer thread only)."""
@@ -180,11 +204,11 @@ class Daemon:
         self._lag = self.source.lag()
 
     def _track(self, batch: list[RawMessage]) -> None:
+        offsets = batch.next_offsets if isinstance(batch, Batch) else Batch.of(batch).next_offsets
         pending = self._pending
-        for msg in batch:
-            key = (msg.topic, msg.partition)
-            if msg.offset + 1 > pending.get(key, -1):
-                pending[key] = msg.offset + 1
+        for key, offset in offsets.items():
+            if offset > pending.get(key, -1):
+                pending[key] = offset
         self._positions.update(pending)
 
     def _commit(self, why: str, only: list[TopicPartition] | None = None) -> None:
@@ -204,7 +228,13 @@ class Daemon:
                 log.error("dead-letter flush left %d messages; not committing", remaining)
                 return
         try:
+            started = time.monotonic()
             self._save_checkpoints(offsets)
+            if why == "interval":
+                spent = time.monotonic() - started
+                self._commit_interval = max(
+                    self.settings.pipeline.commit_every_seconds, spent / CHECKPOINT_SHARE
+                )
         except OSError as exc:
             log.error("checkpoint write failed (%s); offsets stay uncommitted", exc)
             return

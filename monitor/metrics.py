@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import platform
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -96,7 +96,7 @@ def _summary(name: str, documentation: str) -> Metric:
 
 
 def _add_summary(
-    family: Metric, labels: list[str], window: list[float], count: int, total: float
+    family: Metric, labels: list[str], window: Sequence[float], count: int, total: float
 ) -> None:
     values = np.asarray(window[:], dtype=float)
     quantiles = np.quantile(values, QUANTILES) if values.size else [float("nan")] * len(QUANTILES)

@@ -8,6 +8,7 @@ micro-batch, alerts whose segment has been healthy long enough are resolved.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -16,6 +17,7 @@ from typing import Any, Protocol
 
 from prometheus_client import Histogram
 
+from detectors.alarm import Alarm
 from detectors.bank import DEFAULT_ENABLED, BankConfig, DetectorBank
 from monitor.alerts import AlertTracker
 from monitor.config import DetectorSettings, PipelineSettings
@@ -112,6 +114,24 @@ class PipelineCounters:
         return total
 
 
+class _Routed:
+    """A micro-batch after routing: each segment's events and input positions, in order."""
+
+    __slots__ = ("groups", "partition_runs")
+
+    def __init__(self) -> None:
+        self.groups: dict[Segment, tuple[list[RolloutEvent], list[int]]] = {}
+        # [first input position, partition state, valid events] of each run of consecutive
+        # messages of one partition
+        self.partition_runs: list[list[Any]] = []
+
+    def state_of(self, index: int) -> PartitionState:
+        """The partition state of the message at input position ``index`` (a routed one)."""
+        starts = [run[0] for run in self.partition_runs]
+        state: PartitionState = self.partition_runs[bisect.bisect_right(starts, index) - 1][1]
+        return state
+
+
 def bank_factory(settings: DetectorSettings) -> Callable[[], DetectorBank]:
     """A constructor of the per-segment detector bank for these settings."""
     config = BankConfig(arl0=settings.budget_events, enabled=settings.enabled or DEFAULT_ENABLED)
@@ -155,19 +175,95 @@ class Pipeline:
 
     # -- batches ---------------------------------------------------------------------------
     def process_messages(self, messages: Sequence[MessageLike]) -> None:
-        """Process one micro-batch of Kafka messages, then resolve what has healed."""
+        """Process one micro-batch of Kafka messages, then resolve what has healed.
+
+        Two passes. Routing, per message in input order: decode, refuse, deduplicate, find
+        the segment (segments are created in input order, so the cap treats them as before)
+        and collect the events of each segment. Detection, per segment: its summary
+        statistics and its detector bank take all its events of the batch in one call
+        (:meth:`DetectorBank.update_batch`). Each segment sees its events in input order, so
+        the state and the alarms are those of updating event by event; alarms go to the
+        tracker in input order.
+        """
         started = time.perf_counter()
         newest = self._newest_ts
-        key: PartitionKey = None
-        state = None
-        for msg in messages:
-            msg_key = (msg.topic, msg.partition)
-            if msg_key != key or state is None:
-                key, state = msg_key, self.partition_state(msg_key)
-            self._process_bytes(msg.value, msg, key, state)
+        batch = _Routed()
+        self._route(messages, batch)
+        self._detect(batch)
         self.end_batch(started)
         if self._newest_ts > newest:
             self.counters.event_age.observe(max(0.0, time.time() - self._newest_ts))
+
+    def _route(self, messages: Sequence[MessageLike], batch: _Routed) -> None:
+        max_bytes = self.settings.max_message_bytes
+        by_key = self.segments.by_key
+        get_segment = self.segments.get
+        groups = batch.groups
+        runs = batch.partition_runs
+        index = self.index
+        key: PartitionKey = None
+        state: PartitionState | None = None
+        seen = None
+        run: list[Any] = []
+        try:
+            for msg in messages:
+                msg_key = (msg.topic, msg.partition)
+                if msg_key != key or state is None:
+                    key, state = msg_key, self.partition_state(msg_key)
+                    seen = state.dedup.seen
+                    run = [index, state, 0]
+                    runs.append(run)
+                index += 1
+                data = msg.value
+                if data is None:
+                    self.index = index
+                    self._refuse(msg, "invalid_json", "message has no value (tombstone)", state)
+                    continue
+                try:
+                    event = decode_event(data, max_bytes)
+                except InvalidEvent as exc:
+                    self.index = index
+                    self._refuse(msg, exc.reason, exc.detail, state)
+                    continue
+                assert seen is not None
+                if seen(event.event_id):
+                    state.duplicates += 1
+                    continue
+                segment = by_key.get((event.run_id, event.env_id))
+                if segment is None:
+                    segment = get_segment(event.run_id, event.env_id, key)
+                run[2] += 1
+                group = groups.get(segment)
+                if group is None:
+                    groups[segment] = ([event], [index - 1])
+                else:
+                    group[0].append(event)
+                    group[1].append(index - 1)
+        finally:
+            self.index = index
+
+    def _detect(self, batch: _Routed) -> None:
+        alarms: list[tuple[int, Segment, Alarm, float]] = []
+        newest = self._newest_ts
+        for segment, (events, indexes) in batch.groups.items():
+            batch_ts = segment.record_batch(events)
+            if batch_ts > newest:
+                newest = batch_ts
+            try:
+                found, failed = segment.bank.update_batch(events)
+            except Exception as bank_error:  # a bank bug must not stop the monitor
+                found, failed = [], dict.fromkeys(range(len(events)), bank_error)
+            for i, alarm in found:
+                alarms.append((indexes[i], segment, alarm, events[i].ts))
+            for i, error in failed.items():
+                self._detector_failed(events[i], error, batch.state_of(indexes[i]))
+        for _, state, valid in batch.partition_runs:  # counted once the detectors have run
+            state.processed += valid
+        self._newest_ts = newest
+        if len(alarms) > 1:
+            alarms.sort(key=lambda a: a[0])  # stable: a segment's alarms keep their order
+        for index, segment, alarm, ts in alarms:
+            self.tracker.on_alarm(segment.run, segment.env, alarm, index, ts)
 
     def end_batch(self, started: float | None = None) -> None:
         """Close a micro-batch: resolve healed alerts, account the batch."""
@@ -231,7 +327,9 @@ class Pipeline:
     def _detector_failed(self, event: RolloutEvent, exc: Exception, state: PartitionState) -> None:
         self.detector_failures += 1
         if self.detector_failures <= _LOGGED_FAILURES:  # a broken detector fails on every event
-            log.exception("detector update failed on event %s", event.event_id)
+            # exc_info from the exception itself: batched detection reports failures after
+            # the except block that caught them
+            log.error("detector update failed on event %s", event.event_id, exc_info=exc)
             if self.detector_failures == _LOGGED_FAILURES:
                 log.error("further detector failures are counted, not logged")
         self._refuse(None, "processing_error", f"{type(exc).__name__}: {exc}", state)

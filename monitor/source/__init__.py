@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal, get_args
 
 from monitor.source.base import (
+    Batch,
     DeadLetterSink,
     RawMessage,
     RebalanceHook,
@@ -27,6 +28,7 @@ BACKENDS: tuple[str, ...] = get_args(Backend)
 __all__ = [
     "BACKENDS",
     "Backend",
+    "Batch",
     "ConfluentDeadLetterSink",
     "ConfluentSource",
     "DeadLetterSink",

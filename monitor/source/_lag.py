@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from monitor.source.base import RawMessage, TopicPartition
 
@@ -65,6 +65,11 @@ class LagCache:
         with self._lock:
             for msg in batch:
                 positions[(msg.topic, msg.partition)] = msg.offset + 1
+
+    def advance(self, next_offsets: Mapping[TopicPartition, int]) -> None:
+        """Set the positions of a delivered batch from its next offset per partition."""
+        with self._lock:
+            self._positions.update(next_offsets)
 
     def forget(self, partitions: Iterable[TopicPartition]) -> None:
         """Drop what is known of partitions this consumer no longer owns."""

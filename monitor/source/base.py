@@ -9,9 +9,8 @@ processed the message before it. Rebalance hooks run while the backend is inside
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from collections.abc import Callable, Iterable, Mapping
+from typing import NamedTuple, Protocol, runtime_checkable
 
 TopicPartition = tuple[str, int]
 """A partition as ``(topic, partition)``."""
@@ -39,9 +38,12 @@ class SourceError(Exception):
     """A Kafka consumer or producer failure that is not a transient broker outage."""
 
 
-@dataclass(frozen=True, slots=True)
-class RawMessage:
-    """One consumed record, as bytes, with where it came from."""
+class RawMessage(NamedTuple):
+    """One consumed record, as bytes, with where it came from.
+
+    A named tuple: one is built per consumed message, and a tuple is built about four times
+    faster than a frozen dataclass.
+    """
 
     value: bytes | None
     key: bytes | None
@@ -50,6 +52,34 @@ class RawMessage:
     offset: int
     timestamp_ms: int | None
     headers: tuple[tuple[str, bytes], ...] = ()
+
+
+class Batch(list[RawMessage]):
+    """The records of one poll, and the next offset of every partition they came from.
+
+    ``next_offsets`` is filled while the backend builds the batch, so that the consumer's
+    lag bookkeeping and the daemon's offset tracking do not walk the messages again.
+
+    >>> batch = Batch.of([RawMessage(b"", None, "t", 0, 6, None),
+    ...                   RawMessage(b"", None, "t", 1, 2, None)])
+    >>> batch.next_offsets
+    {('t', 0): 7, ('t', 1): 3}
+    """
+
+    __slots__ = ("next_offsets",)
+
+    def __init__(self, messages: Iterable[RawMessage] = ()) -> None:
+        super().__init__(messages)
+        self.next_offsets: dict[TopicPartition, int] = {}
+
+    @classmethod
+    def of(cls, messages: Iterable[RawMessage]) -> Batch:
+        """A batch of ``messages`` (in offset order per partition) with its next offsets."""
+        batch = cls(messages)
+        offsets = batch.next_offsets
+        for msg in batch:
+            offsets[(msg.topic, msg.partition)] = msg.offset + 1
+        return batch
 
 
 @runtime_checkable
@@ -64,7 +94,7 @@ class Source(Protocol):
     thread until a waiting ``consume()`` returns (measured: up to the whole poll timeout).
     """
 
-    def poll_batch(self, max_messages: int, timeout_s: float) -> list[RawMessage]:
+    def poll_batch(self, max_messages: int, timeout_s: float) -> Batch:
         """Return up to ``max_messages`` records, waiting at most ``timeout_s`` seconds.
 
         Transient broker errors are logged, not raised: while the broker is down this

@@ -42,6 +42,7 @@ from monitor.source._health import DEFAULT_STALE_AFTER_S, Reachability
 from monitor.source._lag import DEFAULT_LAG_REFRESH_S, LagCache
 from monitor.source.base import (
     DEFAULT_MAX_VALUE_BYTES,
+    Batch,
     RawMessage,
     RebalanceHook,
     SourceError,
@@ -143,7 +144,7 @@ class KafkaPythonSource:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def poll_batch(self, max_messages: int, timeout_s: float) -> list[RawMessage]:
+    def poll_batch(self, max_messages: int, timeout_s: float) -> Batch:
         try:
             polled = self._consumer.poll(
                 timeout_ms=max(0, int(timeout_s * 1000)), max_records=max_messages
@@ -154,11 +155,11 @@ class KafkaPythonSource:
                 raise SourceError(f"poll failed: {exc}") from exc
             if self._health.trouble():
                 log.warning("poll from Kafka at %s failed: %s", self.bootstrap_servers, exc)
-            return []
-        batch = [_raw(record) for records in polled.values() for record in records]
+            return Batch()
+        batch = Batch.of(_raw(record) for records in polled.values() for record in records)
         if batch:
             self._health.alive()
-            self._lag.observe(batch)
+            self._lag.advance(batch.next_offsets)
         return batch
 
     def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
