@@ -20,6 +20,7 @@ import base64
 import json
 import logging
 import random
+import ssl
 import threading
 import time
 import urllib.error
@@ -28,6 +29,7 @@ from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
+from pathlib import Path
 
 from monitor.alerts import Alert
 
@@ -66,6 +68,17 @@ class _Queued:
     ended_at: float  # when a resolved transition was raised; unused for firing ones
 
 
+def tls_context(verify: bool, ca_file: Path | None) -> ssl.SSLContext:
+    """TLS settings for posting to Alertmanager: the system's trusted CAs, or only
+    ``ca_file``'s when given; no certificate or host name check when ``verify`` is false."""
+    if not verify:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    return ssl.create_default_context(cafile=str(ca_file) if ca_file is not None else None)
+
+
 class AlertmanagerClient:
     """Posts alert transitions to Alertmanager from a daemon thread.
 
@@ -85,6 +98,8 @@ class AlertmanagerClient:
         Longest wait between two attempts while Alertmanager is unreachable.
     auth_header
         Value of the ``Authorization`` header, if any.
+    ssl_context
+        TLS settings of ``https://`` posts (:func:`tls_context`); None: Python's defaults.
     batch_size
         Transitions per post at most.
     """
@@ -99,6 +114,7 @@ class AlertmanagerClient:
         timeout_seconds: float = 5.0,
         max_backoff_seconds: float = 60.0,
         auth_header: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
         batch_size: int = 500,
     ) -> None:
         if queue_size < 1 or batch_size < 1:
@@ -111,6 +127,7 @@ class AlertmanagerClient:
         self.max_backoff_seconds = max_backoff_seconds
         self.batch_size = batch_size
         self._auth_header = auth_header
+        self._ssl_context = ssl_context
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -296,7 +313,9 @@ class AlertmanagerClient:
         if self._auth_header:
             request.add_header("Authorization", self._auth_header)
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout_seconds) as response:
+            with urllib.request.urlopen(
+                request, timeout=self.timeout_seconds, context=self._ssl_context
+            ) as response:
                 response.read()
         except urllib.error.HTTPError as exc:
             self.sent_error += 1

@@ -168,6 +168,9 @@ class AlertmanagerSettings(BaseModel):
     queue_size: int = Field(10_000, ge=1)
     timeout_seconds: float = Field(5.0, gt=0)
     max_backoff_seconds: float = Field(60.0, gt=0)
+    # TLS of an https:// url: verify against the system CAs, or only ca_file's.
+    verify_tls: bool = True
+    ca_file: FilePath | None = None
     # Where the detector docs are served; alerts link to {runbook_base_url}#{detector_id}.
     runbook_base_url: str = "docs/detectors.md"
     alerts_file: Path | None = None
@@ -187,6 +190,8 @@ class AlertmanagerSettings(BaseModel):
                 "alertmanager.resend_seconds must be below alertmanager.expire_seconds, "
                 "or Alertmanager resolves firing alerts between two re-sends"
             )
+        if self.ca_file is not None and not self.verify_tls:
+            raise ValueError("alertmanager.ca_file is set but alertmanager.verify_tls is false")
         return self
 
 

@@ -27,7 +27,7 @@ import time
 from collections.abc import Mapping
 from types import FrameType
 
-from monitor.alertmanager import AlertmanagerClient
+from monitor.alertmanager import AlertmanagerClient, tls_context
 from monitor.alerts import AlertsFile, AlertSink, AlertTracker
 from monitor.checkpoint import (
     Checkpoint,
@@ -350,6 +350,7 @@ class Daemon:
             timeout_seconds=am.timeout_seconds,
             max_backoff_seconds=am.max_backoff_seconds,
             auth_header=auth,
+            ssl_context=tls_context(am.verify_tls, am.ca_file),
         )
 
     def _start_http(self, client: AlertmanagerClient | None) -> None:

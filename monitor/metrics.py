@@ -276,6 +276,11 @@ class AlertDeliveryCollector(Collector):
             "Alert transitions dropped because the delivery queue was full.",
             value=self.client.dropped,
         )
+        yield CounterMetricFamily(
+            "rollout_monitor_alerts_rejected",
+            "Alert transitions Alertmanager refused (HTTP 400 or 422; logged, not retried).",
+            value=self.client.rejected,
+        )
 
 
 class CollectCostCollector(Collector):
