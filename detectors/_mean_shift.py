@@ -35,16 +35,16 @@ class _MeanShiftDetector(_FailureModeDetector):
 
     def __init__(
         self,
-        arl0: float,
-        k: float,
-        warmup: int,
-        baseline_halflife: float,
-        min_std: float,
-        batch_size: int,
-        clip: float,
-        lags: int = 0,
+        arl0: float = 1_000_000,
+        k: float = 0.5,
+        warmup: int = 512,
+        baseline_halflife: float = 1000.0,
+        min_std: float = 0.05,
+        batch_size: int = 8,
+        clip: float = 4.0,
+        lags: int = 6,
         lrv_halflife: float = 8000.0,
-        fast_k: tuple[float, ...] = (),
+        fast_k: tuple[float, ...] = (0.5, 1.0),
         fast_share: float = 0.2,
     ) -> None:
         self.arl0 = arl0

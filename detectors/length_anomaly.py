@@ -76,34 +76,6 @@ class LengthAnomaly(_MeanShiftDetector):
     detector_id: ClassVar[str] = "length_anomaly"
     severity: ClassVar[Severity] = "warning"
 
-    def __init__(
-        self,
-        arl0: float = 1_000_000,
-        k: float = 0.5,
-        warmup: int = 512,
-        baseline_halflife: float = 1000.0,
-        min_std: float = 0.05,
-        batch_size: int = 8,
-        clip: float = 4.0,
-        lags: int = 6,
-        lrv_halflife: float = 8000.0,
-        fast_k: tuple[float, ...] = (0.5, 1.0),
-        fast_share: float = 0.2,
-    ) -> None:
-        super().__init__(
-            arl0,
-            k,
-            warmup,
-            baseline_halflife,
-            min_std,
-            batch_size,
-            clip,
-            lags,
-            lrv_halflife,
-            fast_k,
-            fast_share,
-        )
-
     def update(self, event: EventLike) -> None:
         if self._alarm is not None:
             self._alarm = None
