@@ -7,8 +7,7 @@ from __future__ import annotations
 import json
 import ssl
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 from self_signed import make_self_signed
+from stack import wait_until
 
 from detectors.alarm import Alarm
 from monitor.alertmanager import AlertmanagerClient, tls_context
@@ -64,14 +64,6 @@ def tls_am(tmp_path: Path) -> Iterator[tuple[HttpsAlertmanager, Path]]:
     fake.server.server_close()
 
 
-def wait_for(predicate: Callable[[], object], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.01)
-
-
 def post_one(client: AlertmanagerClient, env: str) -> None:
     AlertTracker(60, "d.md", [client]).on_alarm("r", env, ALARM, 0, 0.0)
 
@@ -83,7 +75,7 @@ def test_the_configured_ca_verifies_the_certificate(tls_am: tuple[HttpsAlertmana
         fake.url, ssl_context=tls_context(settings.verify_tls, settings.ca_file)
     ).start()
     post_one(client, "math")
-    wait_for(lambda: client.sent_ok >= 1)
+    wait_until(lambda: client.sent_ok >= 1, 15.0)
     client.close()
     assert [a["labels"]["env"] for a in fake.accepted] == ["math"]
 
@@ -96,7 +88,7 @@ def test_an_untrusted_certificate_is_refused_by_default(
         fake.url, max_backoff_seconds=0.2, ssl_context=tls_context(True, None)
     ).start()
     post_one(client, "math")
-    wait_for(lambda: client.sent_error >= 2)
+    wait_until(lambda: client.sent_error >= 2, 15.0)
     client.close()
     assert fake.accepted == [] and client.sent_ok == 0
 
@@ -105,7 +97,7 @@ def test_verification_can_be_switched_off(tls_am: tuple[HttpsAlertmanager, Path]
     fake, _ = tls_am
     client = AlertmanagerClient(fake.url, ssl_context=tls_context(False, None)).start()
     post_one(client, "code")
-    wait_for(lambda: client.sent_ok >= 1)
+    wait_until(lambda: client.sent_ok >= 1, 15.0)
     client.close()
     assert [a["labels"]["env"] for a in fake.accepted] == ["code"]
 
@@ -122,9 +114,9 @@ def test_refused_alerts_are_counted_and_exported(tls_am: tuple[HttpsAlertmanager
     fake, cert = tls_am
     client = AlertmanagerClient(fake.url, ssl_context=tls_context(True, cert)).start()
     post_one(client, "refuse")
-    wait_for(lambda: client.rejected >= 1)
+    wait_until(lambda: client.rejected >= 1, 15.0)
     post_one(client, "tool")
-    wait_for(lambda: client.sent_ok >= 1)
+    wait_until(lambda: client.sent_ok >= 1, 15.0)
     client.close()
     registry = CollectorRegistry()
     registry.register(AlertDeliveryCollector(client))
