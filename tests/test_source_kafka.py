@@ -26,6 +26,7 @@ from monitor.source import (
     ConfluentDeadLetterSink,
     ConfluentSource,
     KafkaPythonDeadLetterSink,
+    KafkaPythonSource,
     RawMessage,
     Source,
     SourceError,
@@ -232,6 +233,49 @@ def test_new_consumer_resumes_exactly_after_the_commit(kafka: Kafka, make: MakeS
     assert seen.isdisjoint(again)
     assert seen | again == {(m.partition, m.offset) for m in got}
     assert min(m.offset for m in rest if m.partition == 1) == 350
+
+
+def test_a_commit_the_broker_refuses_is_reported_by_a_later_call(kafka: Kafka) -> None:
+    """The confluent backend commits asynchronously outside rebalances (a synchronous commit
+    can block with no bound): the broker's refusal comes back through a later call, and the
+    commits sent meanwhile are on the broker once the consumer is closed."""
+    topic, group = kafka.topic(), unique_name("g")
+    produce(kafka.bootstrap, topic, 40)
+    source = make_source("confluent", kafka.bootstrap, [topic], group, extra_config=FAST_GROUP)
+    try:
+        got = poll_until(source, lambda got: len(got) >= 40)
+        good = next_offsets(got)
+        deadline = time.monotonic() + 20
+        with pytest.raises(SourceError, match=r"earlier commit failed .*Unknown topic"):
+            source.commit({(topic, PARTITIONS + 5): 1})  # no such partition
+            while time.monotonic() < deadline:
+                source.poll_batch(100, 0.2)
+                source.commit(good)
+    finally:
+        source.close()
+    assert committed(kafka.bootstrap, group, list(good)) == good
+
+
+def test_kafka_python_replaces_a_consumer_whose_group_join_stalled(kafka: Kafka) -> None:
+    """kafka-python 3.0.12 now and then never finishes a leader's join; past
+    ``join_stall_s`` the source joins again with a new consumer and nothing is lost."""
+    topic, group = kafka.topic(), unique_name("g")
+    produce(kafka.bootstrap, topic, 200)
+    source = KafkaPythonSource(kafka.bootstrap, [topic], group, extra_config=FAST_GROUP)
+    try:
+        before = poll_until(source, lambda got: len(got) >= 1)
+        stalled = source._consumer
+        assert source.rejoins == 0 and source._joining_since is None
+        # As if the join had never ended: the next poll finds it stalled.
+        source._joining_since = time.monotonic() - source.join_stall_s - 1
+        after = poll_until(source, lambda got: len(got) >= 200, timeout_s=60)
+        assert source._consumer is not stalled and source.rejoins == 1
+        assert source.assignment() == [(topic, p) for p in range(PARTITIONS)]
+    finally:
+        source.close()
+    # Nothing was committed: the new consumer starts from the beginning again.
+    assert {(m.partition, m.offset) for m in after} >= {(m.partition, m.offset) for m in before}
+    assert len({(m.partition, m.offset) for m in after}) == 200
 
 
 def test_uncommitted_messages_are_redelivered_after_reopening(

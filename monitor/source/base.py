@@ -103,9 +103,11 @@ class Source(Protocol):
         ...
 
     def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
-        """Commit synchronously; each value is the NEXT offset to read (last processed + 1).
+        """Commit; each value is the NEXT offset to read (last processed + 1).
 
-        Raises :class:`SourceError` when the commit fails.
+        Synchronous from ``on_revoke``. Elsewhere a backend may send it asynchronously, as
+        long as ``close()`` waits for it and a failure is raised by a later call.
+        Raises :class:`SourceError` when the commit (or an earlier one) failed.
         """
         ...
 

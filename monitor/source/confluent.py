@@ -109,6 +109,9 @@ class ConfluentSource:
         self._closing_errors: list[BaseException] | None = None
         self._closed = False
         self._seeks: dict[TopicPartition, int] = {}
+        self._in_rebalance = False
+        self._unconfirmed: dict[TopicPartition, int] = {}  # sent, not yet confirmed
+        self._commit_failed: dict[TopicPartition, str] = {}
         config = {
             "logger": log,
             **PREFETCH_DEFAULTS,
@@ -121,6 +124,7 @@ class ConfluentSource:
             "statistics.interval.ms": _STATISTICS_INTERVAL_MS,
             "error_cb": self._on_error,
             "stats_cb": self._on_stats,
+            "on_commit": self._committed,
         }
         try:
             self._consumer = Consumer(config)
@@ -152,16 +156,58 @@ class ConfluentSource:
         return batch
 
     def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+        """Commit ``offsets``: synchronously inside a rebalance callback, else asynchronously.
+
+        A synchronous commit can block in librdkafka with no bound (for instance right after
+        a broker restart), and Python cannot even run its signal handlers meanwhile. Outside
+        the rebalance callbacks the commit is therefore sent and its result comes back to
+        :meth:`_committed` during a later ``consume``; offsets not yet confirmed are sent
+        again with the next commit, and a failure reported since the last call is raised
+        here (after this call's commit was sent), so the caller keeps its offsets pending.
+        Offsets of partitions this consumer no longer owns are not sent again.
+        ``close()`` waits for commits still in flight. The commits that must be on the
+        broker before the partitions move, those of ``on_revoke``, stay synchronous.
+        """
         if not offsets:
             return
+        if self._in_rebalance:
+            self._commit_sync(offsets)
+            return
+        if self._unconfirmed:
+            owned = set(self.assignment())
+            self._unconfirmed = {tp: o for tp, o in self._unconfirmed.items() if tp in owned}
+        self._unconfirmed.update(offsets)
+        request = [KafkaTopicPartition(t, p, o) for (t, p), o in self._unconfirmed.items()]
+        failed, self._commit_failed = self._commit_failed, {}
+        try:
+            self._consumer.commit(offsets=request, asynchronous=True)
+        except KafkaException as exc:
+            raise SourceError(f"commit of {dict(offsets)} failed: {exc.args[0]}") from exc
+        if failed:
+            raise SourceError(f"an earlier commit failed for {failed} (owned ones are sent again)")
+
+    def _commit_sync(self, offsets: Mapping[TopicPartition, int]) -> None:
         request = [KafkaTopicPartition(t, p, offset) for (t, p), offset in offsets.items()]
         try:
             result = self._consumer.commit(offsets=request, asynchronous=False)
         except KafkaException as exc:
             raise SourceError(f"commit of {dict(offsets)} failed: {exc.args[0]}") from exc
         failed = {(tp.topic, tp.partition): str(tp.error) for tp in result if tp.error}
+        for tp in offsets:
+            if tp not in failed and self._unconfirmed.get(tp, -1) <= offsets[tp]:
+                self._unconfirmed.pop(tp, None)
         if failed:
             raise SourceError(f"commit failed for {failed}")
+
+    def _committed(self, error: KafkaError | None, partitions: list[KafkaTopicPartition]) -> None:
+        """librdkafka's result of an asynchronous commit (served inside ``consume``)."""
+        for tp in partitions:
+            key = (tp.topic, tp.partition)
+            why = tp.error or error
+            if why is not None:
+                self._commit_failed[key] = str(why)
+            elif self._unconfirmed.get(key) == tp.offset:
+                del self._unconfirmed[key]
 
     def assignment(self) -> list[TopicPartition]:
         return sorted((tp.topic, tp.partition) for tp in self._consumer.assignment())
@@ -190,6 +236,13 @@ class ConfluentSource:
         self._seeks.update(offsets)
 
     def _assigned(self, consumer: Consumer, partitions: list[KafkaTopicPartition]) -> None:
+        self._in_rebalance = True
+        try:
+            self._assign(consumer, partitions)
+        finally:
+            self._in_rebalance = False
+
+    def _assign(self, consumer: Consumer, partitions: list[KafkaTopicPartition]) -> None:
         self._health.alive()
         self._seeks.clear()
         if self.on_assign is not None:
@@ -205,6 +258,7 @@ class ConfluentSource:
 
     def _revoked(self, _consumer: Consumer, partitions: list[KafkaTopicPartition]) -> None:
         revoked = sorted((tp.topic, tp.partition) for tp in partitions)
+        self._in_rebalance = True
         try:
             if self.on_revoke is not None and revoked:
                 self.on_revoke(revoked)
@@ -215,6 +269,10 @@ class ConfluentSource:
                 raise
             self._closing_errors.append(exc)
         finally:
+            self._in_rebalance = False
+            for tp in revoked:
+                self._unconfirmed.pop(tp, None)
+                self._commit_failed.pop(tp, None)
             self._lag.forget(revoked)
 
     def _on_error(self, error: KafkaError) -> None:

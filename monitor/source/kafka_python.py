@@ -59,6 +59,8 @@ _QUERY_TIMEOUT_MS = 1000
 _CONNECTION_CHECK_S = 1.0
 #: Milliseconds ``send`` may block for metadata or room in the producer's buffer.
 _MAX_BLOCK_MS = 5000
+#: Seconds a group join may take before the consumer is replaced (see ``poll_batch``).
+JOIN_STALL_S = 30.0
 
 
 class _EventLoop(Protocol):
@@ -95,6 +97,12 @@ class KafkaPythonSource:
         Seconds between two reads of the watermarks behind :meth:`lag`.
     stale_after_s
         Seconds without a sign of the broker after which :attr:`connected` is False.
+    join_stall_s
+        Seconds a group join (from the revoke that starts it to the assignment that ends
+        it) may take. kafka-python 3.0.12 now and then never finishes a leader's join: the
+        log stops after "Elected group leader -- performing partition assignments" and the
+        consumer stays without partitions for good. Past this time :meth:`poll_batch`
+        closes the consumer (leaving the group) and joins again with a new one.
     """
 
     def __init__(
@@ -108,6 +116,7 @@ class KafkaPythonSource:
         extra_config: Mapping[str, Any] | None = None,
         lag_refresh_s: float = DEFAULT_LAG_REFRESH_S,
         stale_after_s: float = DEFAULT_STALE_AFTER_S,
+        join_stall_s: float = JOIN_STALL_S,
     ) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.topics = list(topics)
@@ -123,20 +132,57 @@ class KafkaPythonSource:
         self._hook_error: BaseException | None = None
         self._closing = False
         self._seeks: dict[TopicPartition, int] = {}
-        kwargs = kafka_python_kwargs(extra_config, CONSUMER_OWNED_KEYS, KAFKA_PYTHON_CONSUMER_KEYS)
+        self.join_stall_s = join_stall_s
+        self.rejoins = 0  # consumers replaced after a stalled join
+        self._kwargs = kafka_python_kwargs(
+            extra_config, CONSUMER_OWNED_KEYS, KAFKA_PYTHON_CONSUMER_KEYS
+        )
+        self._consumer = self._subscribed_consumer()
+
+    def _subscribed_consumer(self) -> KafkaConsumer:
         try:
-            self._consumer = KafkaConsumer(
-                bootstrap_servers=bootstrap_servers,
-                group_id=group_id,
+            consumer = KafkaConsumer(
+                bootstrap_servers=self.bootstrap_servers,
+                group_id=self.group_id,
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
-                **kwargs,
+                **self._kwargs,
             )
         except KafkaError as exc:
-            raise SourceError(f"cannot reach Kafka at {bootstrap_servers}: {exc}") from exc
+            raise SourceError(f"cannot reach Kafka at {self.bootstrap_servers}: {exc}") from exc
         self._health.alive()
-        listener = _HookListener(self, _event_loop_of(self._consumer))
-        self._consumer.subscribe(topics=self.topics, listener=listener)
+        # Set by the listener: when the current join started (None once assigned).
+        self._joining_since: float | None = time.monotonic()
+        listener = _HookListener(self, _event_loop_of(consumer), consumer)
+        consumer.subscribe(topics=self.topics, listener=listener)
+        return consumer
+
+    def _join_again(self) -> None:
+        """Replace a consumer whose group join stalled (see ``join_stall_s``).
+
+        Only while the broker answers: a join that waits for the broker is not stalled.
+        The new consumer is built first, so a failure leaves the old one in place.
+        """
+        if self._connection_count() == 0:
+            return
+        self.rejoins += 1
+        log.warning(
+            "the group join of %s has not finished in %.0f s; leaving the group and joining "
+            "again with a new consumer",
+            self.group_id,
+            self.join_stall_s,
+        )
+        stalled = self._consumer
+        try:
+            self._consumer = self._subscribed_consumer()
+        except SourceError as exc:
+            self._joining_since = time.monotonic()
+            log.warning("no new consumer (%s); waiting for the current join again", exc)
+            return
+        try:
+            stalled.close(autocommit=False)
+        except Exception as exc:  # the old client is dropped whatever its close did
+            log.warning("closing the stalled consumer failed: %s", exc)
 
     def __enter__(self) -> KafkaPythonSource:
         return self
@@ -156,6 +202,9 @@ class KafkaPythonSource:
             if self._health.trouble():
                 log.warning("poll from Kafka at %s failed: %s", self.bootstrap_servers, exc)
             return Batch()
+        joining = self._joining_since
+        if joining is not None and time.monotonic() - joining > self.join_stall_s:
+            self._join_again()
         batch = Batch.of(_raw(record) for records in polled.values() for record in records)
         if batch:
             self._health.alive()
@@ -263,11 +312,15 @@ class KafkaPythonSource:
 class _HookListener(AsyncConsumerRebalanceListener):
     """Runs the source's hooks off the I/O thread and awaits them on it."""
 
-    def __init__(self, source: KafkaPythonSource, loop: _EventLoop) -> None:
+    def __init__(self, source: KafkaPythonSource, loop: _EventLoop, consumer: Any) -> None:
         self.source = source
         self.loop = loop
+        self.consumer = consumer
 
     async def on_partitions_revoked(self, revoked: set[KafkaTopicPartition]) -> None:
+        if self.consumer is not self.source._consumer:
+            return  # a replaced consumer closing (see KafkaPythonSource._join_again)
+        self.source._joining_since = time.monotonic()  # a (re)join starts with a revoke
         partitions = sorted((tp.topic, tp.partition) for tp in revoked)
         try:
             if self.source.on_revoke is not None and partitions:
@@ -276,6 +329,8 @@ class _HookListener(AsyncConsumerRebalanceListener):
             self.source._lag.forget(partitions)
 
     async def on_partitions_assigned(self, assigned: set[KafkaTopicPartition]) -> None:
+        if self.consumer is not self.source._consumer:
+            return
         self.source._health.alive()
         self.source._seeks.clear()
         if self.source.on_assign is not None:
@@ -284,6 +339,7 @@ class _HookListener(AsyncConsumerRebalanceListener):
         for (topic, partition), offset in self.source._seeks.items():
             self.source._consumer.seek(KafkaTopicPartition(topic, partition), offset)
         self.source._seeks.clear()
+        self.source._joining_since = None
 
     def _run_hook(self, hook: RebalanceHook, partitions: list[TopicPartition]) -> Awaitable[None]:
         """A future of ``hook(partitions)`` run on its own thread, resolved on the loop.
