@@ -5,20 +5,25 @@ the others. Alertmanager is a local HTTP server whose answers the tests switch."
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
+from stack import wait_until
 
 from detectors.alarm import Alarm
 from monitor.alertmanager import INITIAL_BACKOFF_SECONDS, AlertmanagerClient, next_backoff
 from monitor.alerts import AlertTracker
 from monitor.metrics import AlertDeliveryCollector
+
+#: The delivery thread works in milliseconds: poll often, give it 15 s.
+soon = functools.partial(wait_until, timeout=15, interval=0.01)
 
 ALARM = Alarm("error_rate", "page", 0.2, 0.05, "failure share 25%")
 
@@ -72,14 +77,6 @@ def am() -> Iterator[SwitchableAlertmanager]:
     fake.server.server_close()
 
 
-def wait_for(predicate: Callable[[], object], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.01)
-
-
 def exported(client: AlertmanagerClient) -> dict[str, float]:
     """The delivery metrics as /metrics exports them."""
     registry = CollectorRegistry()
@@ -113,16 +110,18 @@ def test_a_full_queue_drops_exactly_the_alerts_that_did_not_fit(
     tracker = AlertTracker(60, "d.md", [client])
     envs = [f"env{i:02d}" for i in range(12)]
     fire(tracker, envs[:3])
-    wait_for(lambda: client.sent_error >= 1)  # a post is failing while the rest arrives
+    wait_until(
+        lambda: client.sent_error >= 1, timeout=15, interval=0.01
+    )  # a post is failing while the rest arrives
     fire(tracker, envs[3:])
     assert client.queue_depth == 5
-    wait_for(lambda: client.sent_error >= 3)
+    soon(lambda: client.sent_error >= 3)
     metrics = exported(client)
     assert metrics["rollout_monitor_alert_queue_dropped_total"] == 7
     assert metrics["rollout_monitor_alert_queue_size"] == 5
 
     am.down = False
-    wait_for(lambda: client.queue_depth == 0)
+    soon(lambda: client.queue_depth == 0)
     client.close()
     assert sorted(am.envs()) == envs[7:], "the newest five, each delivered once"
     assert client.dropped == 7 and client.rejected == 0
@@ -143,7 +142,7 @@ def test_alerts_raised_during_backoff_wait_for_it(am: SwitchableAlertmanager) ->
     shortest_wait = 0.5 * min(INITIAL_BACKOFF_SECONDS, max_backoff)
     assert 2 <= len(am.attempts) <= 1 + down_for / shortest_wait, len(am.attempts)
     am.down = False
-    wait_for(lambda: client.queue_depth == 0)
+    soon(lambda: client.queue_depth == 0)
     client.close()
     assert sorted(am.envs()) == envs and client.dropped == 0
 
@@ -157,10 +156,12 @@ def test_queued_alerts_arrive_within_one_maximum_backoff_of_the_return(
         am.url, max_backoff_seconds=max_backoff, timeout_seconds=timeout
     ).start()
     fire(AlertTracker(60, "d.md", [client]), ["a", "b", "c"])
-    wait_for(lambda: len(am.attempts) >= 4)  # the backoff has reached its maximum
+    wait_until(
+        lambda: len(am.attempts) >= 4, timeout=15, interval=0.01
+    )  # the backoff has reached its maximum
     am.down = False
     up_at = time.monotonic()
-    wait_for(lambda: client.queue_depth == 0)
+    soon(lambda: client.queue_depth == 0)
     client.close()
     took = am.accepted_at[0] - up_at
     # The wait under way when Alertmanager returned, plus the post itself; the thread
@@ -173,9 +174,9 @@ def test_a_post_under_way_still_counts_in_the_queue(am: SwitchableAlertmanager) 
     am.delay = 1.0
     client = AlertmanagerClient(am.url).start()
     fire(AlertTracker(60, "d.md", [client]), ["slow"])
-    wait_for(lambda: am.attempts)
+    soon(lambda: am.attempts)
     assert client.queue_depth == 1, "the alert is in flight, not yet delivered"
-    wait_for(lambda: client.queue_depth == 0)
+    soon(lambda: client.queue_depth == 0)
     client.close()
     assert am.envs() == ["slow"]
 
@@ -184,14 +185,16 @@ def test_re_sends_of_firing_alerts_stay_out_of_the_queue(am: SwitchableAlertmana
     client = AlertmanagerClient(am.url, resend_seconds=0.2, expire_seconds=5, queue_size=1)
     client.start()
     fire(AlertTracker(60, "d.md", [client]), ["a"])
-    wait_for(lambda: am.accepted)
+    soon(lambda: am.accepted)
     am.down = True
     failed_before = len(am.attempts)
-    wait_for(lambda: len(am.attempts) >= failed_before + 3)  # re-sends failing
+    wait_until(
+        lambda: len(am.attempts) >= failed_before + 3, timeout=15, interval=0.01
+    )  # re-sends failing
     assert client.queue_depth == 0 and client.dropped == 0
     am.down = False
     delivered = len(am.accepted)
-    wait_for(lambda: len(am.accepted) > delivered)
+    soon(lambda: len(am.accepted) > delivered)
     client.close()
     assert set(am.envs()) == {"a"} and client.dropped == 0
 
@@ -200,7 +203,7 @@ def test_a_refused_alert_does_not_hold_up_the_others(am: SwitchableAlertmanager)
     am.refuse_env = "bad"
     client = AlertmanagerClient(am.url, max_backoff_seconds=0.2).start()
     fire(AlertTracker(60, "d.md", [client]), ["ok1", "bad", "ok2"])
-    wait_for(lambda: client.queue_depth == 0)
+    soon(lambda: client.queue_depth == 0)
     client.close()
     assert sorted(am.envs()) == ["ok1", "ok2"]
     assert client.rejected == 1 and client.dropped == 0

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from stack import wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 AM_DIR = REPO / "deploy" / "alertmanager"
@@ -147,20 +148,6 @@ def http_json(method: str, url: str, body: Any = None) -> Any:
     return json.loads(raw) if raw else None
 
 
-def wait_until(predicate: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = predicate()
-        except (urllib.error.URLError, ConnectionError):
-            last = None
-        if last:
-            return last
-        time.sleep(0.1)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}")
-
-
 @pytest.fixture
 def alertmanager(config: Path, tmp_path: Path) -> Iterator[str]:
     binary = tool("prometheus-alertmanager")
@@ -185,7 +172,8 @@ def alertmanager(config: Path, tmp_path: Path) -> Iterator[str]:
                 and urllib.request.urlopen(f"{url}/-/ready", timeout=1).status == 200
             ),
             timeout=20,
-            what=f"Alertmanager on {url} (log: {tmp_path / 'alertmanager.log'})",
+            retry_on=(urllib.error.URLError, ConnectionError),
+            message=f"Alertmanager on {url} (log: {tmp_path / 'alertmanager.log'})",
         )
         yield url
     finally:
