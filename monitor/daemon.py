@@ -384,7 +384,7 @@ class Daemon:
             self.readiness,
             basic_auth=auth,
             tls=tls,
-            extra=segments.render,
+            extra=segments.chunks,
         ).start()
         log.info("serving /metrics, /healthz, /readyz on %s", h.listen)
 

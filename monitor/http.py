@@ -9,7 +9,7 @@ import base64
 import hmac
 import ssl
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -22,9 +22,16 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 CLIENT_TIMEOUT_S = 10.0
 
 
+#: Chunks of a response body shorter than this are gathered before they are written.
+WRITE_CHUNK = 256 * 1024
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: MonitorHTTPServer
     timeout = CLIENT_TIMEOUT_S
+    # The body goes out in several writes: without TCP_NODELAY a short write that follows
+    # another could wait for the client's delayed ACK (up to 40 ms on Linux).
+    disable_nagle_algorithm = True
 
     def do_GET(self) -> None:
         if not self.server.authorized(self.headers.get("Authorization")):
@@ -34,9 +41,13 @@ class _Handler(BaseHTTPRequestHandler):
             return
         path = self.path.split("?", 1)[0]
         if path == "/metrics":
-            body = generate_latest(self.server.registry)
+            body = [generate_latest(self.server.registry)]
             if self.server.extra is not None:
-                body += self.server.extra()
+                extra = self.server.extra()
+                if isinstance(extra, bytes):
+                    body.append(extra)
+                else:
+                    body.extend(extra)  # written one after the other, never joined whole
             self._send(200, body, CONTENT_TYPE_LATEST)
         elif path == "/healthz":
             self._send(200, b"ok\n")
@@ -49,20 +60,49 @@ class _Handler(BaseHTTPRequestHandler):
     def _send(
         self,
         code: int,
-        body: bytes,
+        body: bytes | Sequence[bytes],
         content_type: str = "text/plain; charset=utf-8",
         extra: dict[str, str] | None = None,
     ) -> None:
+        chunks = [body] if isinstance(body, bytes) else body
         self.send_response(code)
         self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Length", str(sum(map(len, chunks))))
         for key, value in (extra or {}).items():
             self.send_header(key, value)
         self.end_headers()
-        self.wfile.write(body)
+        for piece in _coalesced(chunks):
+            self.wfile.write(piece)
 
     def log_message(self, format: str, *args: object) -> None:
         return  # scrapes every second would flood the log
+
+
+def _coalesced(chunks: Sequence[bytes]) -> list[bytes]:
+    """``chunks`` with runs of short ones joined (up to about :data:`WRITE_CHUNK`), so that
+    a body of many small pieces is not written as many small packets.
+
+    >>> [len(c) for c in _coalesced([b"a" * 10, b"b" * 20, b"c" * WRITE_CHUNK, b"d"])]
+    [30, 262144, 1]
+    """
+    out: list[bytes] = []
+    pending: list[bytes] = []
+    size = 0
+    for chunk in chunks:
+        if len(chunk) >= WRITE_CHUNK:
+            if pending:
+                out.append(b"".join(pending))
+                pending, size = [], 0
+            out.append(chunk)
+            continue
+        pending.append(chunk)
+        size += len(chunk)
+        if size >= WRITE_CHUNK:
+            out.append(b"".join(pending))
+            pending, size = [], 0
+    if pending:
+        out.append(b"".join(pending))
+    return out
 
 
 class MonitorHTTPServer(ThreadingHTTPServer):
@@ -79,12 +119,14 @@ class MonitorHTTPServer(ThreadingHTTPServer):
         *,
         basic_auth: tuple[str, str] | None = None,
         tls: tuple[Path, Path] | None = None,
-        extra: Callable[[], bytes] | None = None,
+        extra: Callable[[], bytes | Sequence[bytes]] | None = None,
     ) -> None:
         super().__init__((host, port), _Handler)
         self.registry = registry
         self.readiness = readiness
-        self.extra = extra  # more exposition text appended to the registry's
+        # More exposition text after the registry's: bytes, or chunks to write in turn (as
+        # SegmentExposition.chunks returns them, which avoids a copy of the whole text).
+        self.extra = extra
         self._expected_auth = (
             "Basic " + base64.b64encode(f"{basic_auth[0]}:{basic_auth[1]}".encode()).decode()
             if basic_auth

@@ -56,7 +56,9 @@ def test_fast_exposition_equals_the_collectors() -> None:
     pipeline.tracker.on_alarm("r", "env-1", Alarm("error_rate", "page", 0.2, 0.05, "x"), 5, 5.0)
     full = build_registry(pipeline)
     core = build_registry(pipeline, per_segment=False)
-    fast = generate_latest(core) + SegmentExposition(pipeline).render()
+    exposition = SegmentExposition(pipeline)
+    first = exposition.render()
+    fast = generate_latest(core) + first
     reference = _samples(generate_latest(full).decode())
     rendered = _samples(fast.decode())
     reference = {
@@ -67,3 +69,11 @@ def test_fast_exposition_equals_the_collectors() -> None:
     }
     assert rendered == reference
     assert len(rendered) > 8 * 16 * 2
+    # The texts kept for the next scrapes (reused once a batch has ended) say the same.
+    pipeline.end_batch()  # (also resolves the alert above: the alert families change)
+    for _ in range(2):
+        kept = exposition.render()
+        assert kept == SegmentExposition(pipeline).render()
+    assert exposition.last_rendered == 0
+    alerts = b"# HELP rollout_monitor_alarms_total"
+    assert kept.split(alerts)[0] == first.split(alerts)[0]
