@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import math
+from array import array
 
 from detectors._base import _Base, check_param
 
@@ -39,6 +41,40 @@ def cusum_threshold(k: float, arl0: float) -> float:
             break
         y = nxt
     return max(y / (2.0 * k) - _OVERSHOOT, 0.0)
+
+
+@functools.lru_cache(maxsize=256)
+def _constants(
+    k: float,
+    arl0: float,
+    warmup: int,
+    baseline_halflife: float,
+    min_std: float,
+    batch_size: int,
+    lrv_halflife: float,
+    fast_k: tuple[float, ...],
+    fast_share: float,
+) -> tuple[float, tuple[float, ...], float, float, float, float, int, int, float]:
+    """The constants a :class:`MeanShiftCUSUM` derives from its parameters, in units of
+    batches (one batch is one sample when ``batch_size = 1``): ``h``, the per-sample charts'
+    base thresholds, their ``k``, the baseline and scale learning rates, the warm-up in
+    batches, the cap of the sample count and the floor of the batch-mean deviation.
+
+    Cached, so that the detectors of every segment share these objects (a float object is
+    32 bytes, and each segment holds about fifteen charts) instead of holding equal copies.
+    """
+    main_arl0 = arl0 / (1.0 - fast_share) if fast_k else arl0
+    h = cusum_threshold(k, main_arl0 / batch_size)
+    fast_arl0 = arl0 * len(fast_k) / fast_share
+    fast_base = tuple(cusum_threshold(f, fast_arl0) for f in fast_k)
+    k0 = fast_k[0] if fast_k else 0.0
+    k1 = fast_k[1] if len(fast_k) > 1 else 0.0
+    alpha = -math.expm1(-math.log(2.0) * batch_size / baseline_halflife)
+    beta = -math.expm1(-math.log(2.0) * batch_size / lrv_halflife)
+    warm = -(-warmup // batch_size)
+    n_cap = max(2 * warm, math.ceil(1.0 / min(alpha, beta))) + 1
+    floor = min_std / math.sqrt(batch_size)
+    return h, fast_base, k0, k1, alpha, beta, warm, n_cap, floor
 
 
 def _skew_factor(k: float, g: float) -> float:
@@ -272,18 +308,27 @@ class MeanShiftCUSUM(_Base):
         self.clip = clip
         self.lags = lags
         self.lrv_halflife = lrv_halflife
-        # Everything below is in units of batches (one batch is one sample when batch_size=1).
-        main_arl0 = arl0 / (1.0 - fast_share) if fast_k else arl0
-        self._h = cusum_threshold(k, main_arl0 / batch_size)
-        fast_arl0 = arl0 * len(fast_k) / fast_share
-        self._fast_base = [cusum_threshold(f, fast_arl0) for f in fast_k]
-        self._k0 = fast_k[0] if fast_k else 0.0
-        self._k1 = fast_k[1] if len(fast_k) > 1 else 0.0
-        self._alpha = -math.expm1(-math.log(2.0) * batch_size / baseline_halflife)
-        self._beta = -math.expm1(-math.log(2.0) * batch_size / lrv_halflife)
-        self._warm = -(-warmup // batch_size)
-        self._n_cap = max(2 * self._warm, math.ceil(1.0 / min(self._alpha, self._beta))) + 1
-        self._floor = min_std / math.sqrt(batch_size)
+        (
+            self._h,
+            self._fast_base,
+            self._k0,
+            self._k1,
+            self._alpha,
+            self._beta,
+            self._warm,
+            self._n_cap,
+            self._floor,
+        ) = _constants(
+            k,
+            arl0,
+            warmup,
+            baseline_halflife,
+            min_std,
+            batch_size,
+            lrv_halflife,
+            fast_k,
+            fast_share,
+        )
         self._reset()
 
     def _reset(self) -> None:
@@ -303,8 +348,9 @@ class MeanShiftCUSUM(_Base):
         self._drift = False
         self._direction = ""
         self._deff = 1.0
-        self._cov = [0.0] * self.lags
-        self._lagged = [0.0] * self.lags
+        # C doubles (8 bytes a value instead of a float object each), updated in place
+        self._cov = array("d", bytes(8 * self.lags))
+        self._lagged = array("d", bytes(8 * self.lags))
         self._h_up = self._h
         self._h_down = self._h
         # The per-sample charts (at most two, flat slots: this is the per-event path): sides,
@@ -524,8 +570,11 @@ class MeanShiftCUSUM(_Base):
 
     def _learn_correlation(self, d: float, b: float) -> None:
         """Update the lagged covariances of batch-mean deviations (see :meth:`_scale`)."""
+        cov = self._cov
         lagged = self._lagged
-        self._cov = [c + b * (d * y - c) for c, y in zip(self._cov, lagged, strict=True)]
+        for j, y in enumerate(lagged):
+            c = cov[j]
+            cov[j] = c + b * (d * y - c)
         lagged.insert(0, d)
         lagged.pop()
 

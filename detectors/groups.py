@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from array import array
 from typing import Literal
 
 from detectors._base import _Base, check_param
@@ -155,7 +156,8 @@ class GroupAssembler(_Base):
     def _reset(self) -> None:
         self._open: dict[str, Group] = {}
         self._index = 0  # episodes with a group id so far
-        self._spans: list[int] = []  # spans of the last complete groups (a ring)
+        # spans of the last complete groups (a ring of C int64: no int object per span)
+        self._spans = array("q")
         self._span_pos = 0
         self._longest = 0
         self._since_scan = 0

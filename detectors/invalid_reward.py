@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from array import array
 from typing import Any, ClassVar
 
 from detectors._base import _FailureModeDetector, check_param, percent
@@ -137,8 +138,10 @@ class InvalidReward(_FailureModeDetector):
         self._range = InvariantCounter(quiet=self.quiet)
         self._bound = self._share_test()
         self._repeat = self._share_test()
-        # the last `memory` rewards that are not at a bound, and per value: [count, group]
-        self._recent: list[float] = []  # grown to `memory`, then a ring
+        # the last `memory` rewards that are not at a bound (grown to `memory`, then a ring;
+        # C doubles: 8 bytes a value instead of a float object each), and per value:
+        # [count, group]
+        self._recent = array("d")
         self._pos = 0
         self._counts: dict[float, list[Any]] = {}
         self._alarm = None
