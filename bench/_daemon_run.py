@@ -182,7 +182,25 @@ class Watcher(threading.Thread):
 
     def _scrape(self) -> dict[str, Any]:
         port = self.daemon_.http.port
-        result, body = time_scrapes(lambda: _http_get(port, "/metrics"), self.spec.scrapes)
+        # The segment exposition behind /metrics (the HTTP server's ``extra`` is its bound
+        # ``chunks``): how many segments each render read afresh tells the scrapes apart.
+        exposition = self.daemon_.http.extra.__self__
+        counters = self.daemon_.pipeline.counters
+
+        def batch_ends() -> None:
+            # A kept text read while a batch may have been in progress is read again once
+            # a batch has ended (monitor.exposition): wait for one, so that the second scrape
+            # reads every segment again and the later ones reuse them all.
+            seen = counters.batches
+            while counters.batches == seen:
+                time.sleep(0.01)
+
+        result, body = time_scrapes(
+            lambda: _http_get(port, "/metrics"),
+            self.spec.scrapes,
+            lambda: int(exposition.last_rendered),
+            batch_ends,
+        )
         result["exported_processed"] = _exported_processed(body)
         return result
 

@@ -123,20 +123,48 @@ def peak_rss_mb() -> float:
     return _status_mb("VmHWM")
 
 
-def time_scrapes(scrape: Callable[[], bytes], count: int) -> tuple[dict[str, Any], bytes]:
-    """Median time and the size of ``count`` scrapes; the last exposition too."""
-    times, body = [], b""
+def time_scrapes(
+    scrape: Callable[[], bytes],
+    count: int,
+    segments_read: Callable[[], int] | None = None,
+    between: Callable[[], None] | None = None,
+) -> tuple[dict[str, Any], bytes]:
+    """Times and the size of ``count`` scrapes; the last exposition too.
+
+    With ``segments_read`` (how many segments the daemon's last render read afresh; the
+    others reused their kept text) the scrapes are told apart: the first one after consuming
+    (``scrape_cold_ms``: it also builds every segment's kept text), later ones that read
+    every segment again (``scrape_ms``: the cost when every segment changed since the last
+    scrape, as on a busy daemon) and later ones that read none (``scrape_idle_ms``). Without
+    it (the naive baseline) ``scrape_ms`` is the median of all. ``between`` runs before each
+    scrape, untimed.
+    """
+    times: list[float] = []
+    read: list[int] = []
+    body = b""
     for _ in range(count):
+        if between is not None:
+            between()
         t0 = time.perf_counter()
         body = scrape()
         times.append(time.perf_counter() - t0)
+        if segments_read is not None:
+            read.append(segments_read())
     series = sum(1 for line in body.splitlines() if line and not line.startswith(b"#"))
-    summary = {
-        "scrape_ms": 1000 * statistics.median(times),
+    summary: dict[str, Any] = {
         "scrape_ms_all": [round(1000 * t, 2) for t in times],
+        "scrape_segments_read": read or None,
         "scrape_bytes": len(body),
         "scrape_series": series,
     }
+    if not read:
+        summary["scrape_ms"] = 1000 * statistics.median(times)
+        return summary, body
+    every = [t for t, n in zip(times[1:], read[1:], strict=True) if n == read[0] and n > 0]
+    idle = [t for t, n in zip(times[1:], read[1:], strict=True) if n == 0]
+    summary["scrape_cold_ms"] = 1000 * times[0]
+    summary["scrape_ms"] = 1000 * statistics.median(every) if every else None
+    summary["scrape_idle_ms"] = 1000 * statistics.median(idle) if idle else None
     return summary, body
 
 

@@ -36,8 +36,11 @@ METHOD = """\
   directory, offset commits); Alertmanager delivery is off. A watcher thread reads the
   pipeline's processed counter (what `rollout_monitor_events_processed_total` exports) every
   10 ms. At the end it holds back further batches (the source returns empty ones, as on a
-  drained topic), scrapes `/metrics` over HTTP from the idle daemon (median of the scrapes)
-  and stops it.
+  drained topic), scrapes `/metrics` over HTTP from the idle daemon and stops it. The
+  scrapes are told apart by how many segments the render read afresh: the first one ("cold":
+  it also builds each segment's kept text), a later one that reads every segment again (the
+  scrape time: what a scrape costs when every segment changed, as on a busy daemon) and
+  later ones that reuse every segment's text ("idle").
 - Latency: the daemon consumes a fresh one-partition topic while the benchmark produces at a
   steady rate with `ts` = produce wall time; the latency of the k-th event is the first time
   the processed counter reached k minus the time of its `produce` call (produce to exported
@@ -167,8 +170,8 @@ def _memory(r: dict[str, Any]) -> list[str]:
         "## Memory and /metrics",
         "",
         "| topic segments | segments held | peak RSS before the scrapes | peak RSS "
-        "| scrape time (median) | scrape size | series |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        "| scrape: every segment read | cold (first) | idle | scrape size | series |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for suffix, name, segments in (("1k_segments", "e2e", r["segments"]),
                                    ("10k_segments", "e2e_large", r["segments_large"])):  # fmt: skip
@@ -179,6 +182,8 @@ def _memory(r: dict[str, Any]) -> list[str]:
             f"| {_num(r[f'rss_mb_before_scrape_{suffix}'], '.0f', ' MB')} "
             f"| {_num(r[f'rss_mb_{suffix}'], '.0f', ' MB')} "
             f"| {_num(r[f'scrape_ms_{suffix}'], '.1f', ' ms')} "
+            f"| {_num(r.get(f'scrape_cold_ms_{suffix}'), '.1f', ' ms')} "
+            f"| {_num(r.get(f'scrape_idle_ms_{suffix}'), '.1f', ' ms')} "
             f"| {_num(None if size is None else size / 1e6, '.2f', ' MB')} "
             f"| {_num(r[f'scrape_series_{suffix}'], ',.0f')} |"
         )

@@ -227,7 +227,9 @@ def summarise(
         s[f"rss_mb_before_scrape_{suffix}"] = _median_of(
             rows, name, lambda r: r["extra"]["rss_after_consume_mb"]
         )
-        s[f"scrape_ms_{suffix}"] = _median_of(rows, name, lambda r: r["extra"]["scrape_ms"])
+        for kind in ("scrape_ms", "scrape_cold_ms", "scrape_idle_ms"):
+            values = [r["extra"].get(kind) for r in rows if r["name"] == name]
+            s[f"{kind}_{suffix}"] = _median([v for v in values if v is not None])
         s[f"scrape_bytes_{suffix}"] = _median_of(rows, name, lambda r: r["extra"]["scrape_bytes"])
         s[f"scrape_series_{suffix}"] = _median_of(rows, name, lambda r: r["extra"]["scrape_series"])
     cpu = {
