@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from monitor.source import BACKENDS, RawMessage, SourceError, TopicPartition, make_source
+from monitor.source import BACKENDS, Batch, RawMessage, SourceError, TopicPartition, make_source
 from monitor.source._config import (
     CONSUMER_OWNED_KEYS,
     KAFKA_PYTHON_CONSUMER_KEYS,
@@ -55,7 +55,7 @@ def test_lag_reads_watermarks_at_most_once_per_refresh_interval() -> None:
     cache = LagCache(high, start, refresh_s=2.0, clock=clock)
 
     assert cache.lag(assignment) == {("t", 0): 100, ("t", 1): 40}
-    cache.observe([message(0, 59)])
+    cache.advance(Batch.of([message(0, 59)]).next_offsets)
     high.values[("t", 0)] = 120
     clock.now = 1.9
     assert cache.lag(assignment) == {("t", 0): 40, ("t", 1): 40}
@@ -68,7 +68,7 @@ def test_lag_reads_watermarks_at_most_once_per_refresh_interval() -> None:
 def test_lag_leaves_out_partitions_with_an_unknown_end_and_forgets_revoked_ones() -> None:
     clock = Clock()
     cache = LagCache(Offsets({("t", 0): 10}), Offsets({}), refresh_s=1.0, clock=clock)
-    cache.observe([message(0, 3), message(1, 3)])
+    cache.advance(Batch.of([message(0, 3), message(1, 3)]).next_offsets)
 
     assert cache.lag([("t", 0), ("t", 1)]) == {("t", 0): 6}
     cache.forget([("t", 0)])
@@ -80,7 +80,7 @@ def test_a_start_position_does_not_overwrite_a_newer_delivered_position() -> Non
     cache: LagCache
 
     def start_while_a_batch_arrives(partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
-        cache.observe([message(0, 41)])
+        cache.advance(Batch.of([message(0, 41)]).next_offsets)
         return {tp: 0 for tp in partitions}
 
     cache = LagCache(Offsets({("t", 0): 50}), start_while_a_batch_arrives)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 
-from monitor.source.base import RawMessage, TopicPartition
+from monitor.source.base import TopicPartition
 
 OffsetsOf = Callable[[list[TopicPartition]], dict[TopicPartition, int]]
 
@@ -18,7 +18,7 @@ class LagCache:
     """Positions kept live from delivered batches; high watermarks read every ``refresh_s``.
 
     The bookkeeping is guarded by a lock and the broker queries of a refresh run outside
-    it, so a slow refresh never holds up :meth:`observe`.
+    it, so a slow refresh never holds up :meth:`advance`.
 
     Parameters
     ----------
@@ -38,7 +38,7 @@ class LagCache:
     >>> cache = LagCache(lambda tps: {tp: 10 for tp in tps}, lambda tps: {tp: 0 for tp in tps})
     >>> cache.lag([("t", 0), ("t", 1)])
     {('t', 0): 10, ('t', 1): 10}
-    >>> cache.observe([RawMessage(b"", None, "t", 0, 6, None)])
+    >>> cache.advance({("t", 0): 7})
     >>> cache.lag([("t", 0), ("t", 1)])
     {('t', 0): 3, ('t', 1): 10}
     """
@@ -58,13 +58,6 @@ class LagCache:
         self._high: dict[TopicPartition, int] = {}
         self._refreshed_at = -float("inf")
         self._lock = threading.Lock()
-
-    def observe(self, batch: Sequence[RawMessage]) -> None:
-        """Advance the positions past every message of a delivered batch."""
-        positions = self._positions
-        with self._lock:
-            for msg in batch:
-                positions[(msg.topic, msg.partition)] = msg.offset + 1
 
     def advance(self, next_offsets: Mapping[TopicPartition, int]) -> None:
         """Set the positions of a delivered batch from its next offset per partition."""
