@@ -139,3 +139,13 @@ def test_generated_events_are_valid_and_spread_over_segments() -> None:
         assert e.group_id is not None
         groups[e.group_id] = groups.get(e.group_id, 0) + 1
     assert max(groups.values()) == 8
+
+
+def test_measured_configurations_use_the_daemons_batch_size() -> None:
+    """The ceiling, naive and daemon runs consume batches of the daemon's default size, so
+    a change of that default cannot leave the benchmark measuring another configuration."""
+    from bench._measure import Spec
+    from monitor.config import PipelineSettings
+
+    spec = Spec(kind="ceiling", target=1, segments=1)
+    assert spec.batch_max_events == PipelineSettings().batch_max_events
