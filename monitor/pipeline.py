@@ -12,7 +12,7 @@ import bisect
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from prometheus_client import Histogram
@@ -140,11 +140,59 @@ def bank_factory(settings: DetectorSettings) -> Callable[[], DetectorBank]:
 
 @dataclass
 class PartitionSnapshot:
-    """Everything a partition's checkpoint holds (pickled by ``monitor.checkpoint``)."""
+    """Everything a partition's checkpoint holds (pickled by ``monitor.checkpoint``).
+
+    Checkpointed in parts (``monitor.checkpoint.PartedState``): the snapshot without its
+    segments (partition state and alerts) first, then each segment by a pickler of its own,
+    so that no pickler's memo grows with the number of segments.
+
+    Pickling segments apart copies what they share. After a restore:
+
+    - the :class:`BankConfig` is shared again: the banks of one ``bank_factory`` share one
+      config, which would otherwise come back as a copy per segment (1.4 KB each: its
+      ``enabled`` tuple of strings, its ``overrides``). :meth:`from_checkpoint_parts`
+      re-interns equal configs into one object.
+    - not shared: the small objects all segments' detectors refer to, such as parameter
+      tuples (``fast_k``, feature names), thresholds derived from them (cached in
+      ``detectors.cusum`` so that live segments share them) and strings. Each restored
+      segment holds its own copies, about 2 KB (1,000 warm segments restored take 69.2
+      instead of 67.3 MB). Nothing depends on their identity.
+    - within a segment (one pickle), and within the partition state and alerts, sharing is
+      kept as before.
+    """
 
     state: PartitionState
     segments: list[Segment]
     alerts: dict[str, Any] = field(default_factory=dict)
+
+    def checkpoint_parts(self) -> tuple[PartitionSnapshot, list[Segment]]:
+        """The head (this snapshot without its segments) and the segments, one part each."""
+        return replace(self, segments=[]), self.segments
+
+    @classmethod
+    def from_checkpoint_parts(
+        cls, head: PartitionSnapshot, parts: Sequence[Segment]
+    ) -> PartitionSnapshot:
+        """The snapshot again, its segments' equal bank configs made one object again."""
+        segments = list(parts)
+        _share_bank_configs(segments)
+        return replace(head, segments=segments)
+
+
+def _share_bank_configs(segments: Sequence[Segment]) -> None:
+    """Make the banks whose configs are equal refer to one of them (the first one seen).
+
+    A linear scan: segments almost always have one config (``BankConfig`` is not hashable,
+    its ``overrides`` are dicts)."""
+    configs: list[BankConfig] = []
+    for segment in segments:
+        bank = segment.bank
+        for config in configs:
+            if config is bank.config or config == bank.config:
+                bank.config = config
+                break
+        else:
+            configs.append(bank.config)
 
 
 class Pipeline:
