@@ -56,6 +56,12 @@ class _FailureModeDetector(_Base):
     shares its budget among those detectors only). ``requires`` names an event field without
     which ``update`` does nothing but clear ``_alarm``: the bank then skips the update for
     events where it is ``None`` (:meth:`detectors.bank.DetectorBank.update_batch`).
+    ``fixed_threshold`` says that ``threshold`` is fixed at construction: no update (nor a
+    reset after a detection) ever changes it. The exporter of ``/metrics`` then reads it once
+    per detector instead of on every scrape (``monitor.exposition``); a detector whose
+    threshold may move (a critical value re-estimated from the data, as ``batch_ks``'s) keeps
+    the default ``False``, and a test feeds each class that sets it a long stream and checks
+    that its threshold stays equal.
     """
 
     __slots__ = ("_alarm",)
@@ -64,6 +70,7 @@ class _FailureModeDetector(_Base):
     severity: ClassVar[Severity]
     budgeted: ClassVar[bool] = True
     requires: ClassVar[str | None] = None
+    fixed_threshold: ClassVar[bool] = False
 
     _alarm: Alarm | None
 

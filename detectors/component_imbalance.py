@@ -121,6 +121,7 @@ class ComponentImbalance(_FailureModeDetector):
 
     detector_id: ClassVar[str] = "component_imbalance"
     severity: ClassVar[Severity] = "warning"
+    fixed_threshold: ClassVar[bool] = True  # h, from arl0
 
     def __init__(
         self,
@@ -301,7 +302,17 @@ class ComponentImbalance(_FailureModeDetector):
 
     @property
     def statistic(self) -> float:
-        return max((p.spread.statistic for p in self._parts.values()), default=0.0)
+        """The largest spread statistic of the components (0 before the first component).
+
+        ``max`` over the components in order, written as a loop (read for every segment on
+        each scrape: no generator).
+        """
+        stat: float | None = None
+        for part in self._parts.values():
+            value = part.spread.statistic
+            if stat is None or value > stat:
+                stat = value
+        return 0.0 if stat is None else stat
 
     @property
     def threshold(self) -> float:

@@ -554,18 +554,21 @@ class MeanShiftCUSUM(_Base):
             self._hu1 = base[1] * _skew_factor(self._k1, g)
             self._hd1 = base[1] * _skew_factor(self._k1, -g)
 
-    def _fast_sides(self) -> list[tuple[float, float, float, float]]:
-        """``(up, down, up threshold, down threshold)`` of each per-sample chart."""
-        sides = [(self._u0, self._d0, self._hu0, self._hd0)]
-        if self._k1:
-            sides.append((self._u1, self._d1, self._hu1, self._hd1))
-        return sides[: len(self.fast_k)]
-
     def _fast_busy(self) -> bool:
-        """True while a per-sample chart is above the share of its threshold that freezes."""
-        for up, down, h_up, h_down in self._fast_sides():
-            if up > _FREEZE_FRACTION * h_up or down > _FREEZE_FRACTION * h_down:
-                return True
+        """True while a per-sample chart is above the share of its threshold that freezes.
+
+        The charts in use are the first ``len(fast_k)`` (the second needs ``_k1``); written
+        out, as :attr:`statistic` is, so that no list is built on the per-event path.
+        """
+        fast = self.fast_k
+        if not fast:
+            return False
+        if self._u0 > _FREEZE_FRACTION * self._hu0 or self._d0 > _FREEZE_FRACTION * self._hd0:
+            return True
+        if self._k1 and len(fast) > 1:
+            return (
+                self._u1 > _FREEZE_FRACTION * self._hu1 or self._d1 > _FREEZE_FRACTION * self._hd1
+            )
         return False
 
     def _learn_correlation(self, d: float, b: float) -> None:
@@ -597,10 +600,52 @@ class MeanShiftCUSUM(_Base):
         does; without skewness and ``fast_k`` it is the larger side of the batched chart, in
         standard deviations of a batch mean.
         """
+        # Written out, as ``max`` over the sides in order (up, then down, of the batched
+        # chart, then of each per-sample chart in use: one per ``fast_k``, as many as
+        # ``_fast_base`` holds), a later side taken only when greater. The exporter reads it
+        # for every segment on each scrape, mostly from memory not in the CPU caches: no
+        # list, as few slots as can be (``_fast_base`` sits next to ``_down``), and a side at
+        # 0 (it is never negative) is passed over without reading its threshold, since it
+        # scales to 0 (thresholds are positive), never greater than the maximum so far
+        # (never negative either). A test holds it equal to the formula.
         h = self._h
-        stat = max(self._up / self._h_up * h, self._down / self._h_down * h) if h > 0.0 else 0.0
-        for up, down, h_up, h_down in self._fast_sides():
-            for side, limit in ((up, h_up), (down, h_down)):
+        stat = 0.0
+        if h > 0.0:
+            side = self._up
+            if side:
+                stat = side / self._h_up * h
+            side = self._down
+            if side:
+                scaled = side / self._h_down * h
+                if scaled > stat:
+                    stat = scaled
+        # the per-sample charts: one base threshold per fast_k (both set at construction,
+        # where fast_k is checked positive: the second chart needs no test of _k1)
+        charts = len(self._fast_base)
+        if not charts:
+            return stat
+        side = self._u0
+        if side:
+            limit = self._hu0
+            scaled = side / limit * h if limit > 0.0 else 0.0
+            if scaled > stat:
+                stat = scaled
+        side = self._d0
+        if side:
+            limit = self._hd0
+            scaled = side / limit * h if limit > 0.0 else 0.0
+            if scaled > stat:
+                stat = scaled
+        if charts > 1:
+            side = self._u1
+            if side:
+                limit = self._hu1
+                scaled = side / limit * h if limit > 0.0 else 0.0
+                if scaled > stat:
+                    stat = scaled
+            side = self._d1
+            if side:
+                limit = self._hd1
                 scaled = side / limit * h if limit > 0.0 else 0.0
                 if scaled > stat:
                     stat = scaled

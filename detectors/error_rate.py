@@ -74,6 +74,7 @@ class ErrorRate(_RateDetector):
 
     detector_id: ClassVar[str] = "error_rate"
     severity: ClassVar[Severity] = "page"
+    fixed_threshold: ClassVar[bool] = True  # the constructor argument
 
     def __init__(
         self,

@@ -77,6 +77,7 @@ class GroupInvariant(_FailureModeDetector):
 
     detector_id: ClassVar[str] = "group_invariant"
     severity: ClassVar[Severity] = "warning"
+    fixed_threshold: ClassVar[bool] = True  # always 0
     budgeted: ClassVar[bool] = False
 
     def __init__(

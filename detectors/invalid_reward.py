@@ -113,6 +113,7 @@ class InvalidReward(_FailureModeDetector):
 
     detector_id: ClassVar[str] = "invalid_reward"
     severity: ClassVar[Severity] = "page"
+    fixed_threshold: ClassVar[bool] = True  # h of the bound-share CUSUM, from arl0
 
     def __init__(
         self,
@@ -269,7 +270,11 @@ class InvalidReward(_FailureModeDetector):
 
     @property
     def statistic(self) -> float:
-        return max(self._bound.statistic, self._repeat.statistic)
+        """The larger statistic of the bound-share and repeat-share tests (``max``, written
+        out: read for every segment on each scrape)."""
+        stat = self._bound.statistic
+        repeat = self._repeat.statistic
+        return repeat if repeat > stat else stat
 
     @property
     def threshold(self) -> float:

@@ -75,6 +75,7 @@ class LengthAnomaly(_MeanShiftDetector):
 
     detector_id: ClassVar[str] = "length_anomaly"
     severity: ClassVar[Severity] = "warning"
+    fixed_threshold: ClassVar[bool] = True  # h of the CUSUM, from arl0
 
     def update(self, event: EventLike) -> None:
         if self._alarm is not None:

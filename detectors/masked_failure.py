@@ -59,6 +59,7 @@ class MaskedFailure(_FailureModeDetector):
 
     detector_id: ClassVar[str] = "masked_failure"
     severity: ClassVar[Severity] = "page"
+    fixed_threshold: ClassVar[bool] = True  # always 0
     budgeted: ClassVar[bool] = False
 
     def __init__(self, quiet: int = 1000) -> None:

@@ -94,6 +94,7 @@ class PolicyStaleness(_FailureModeDetector):
 
     detector_id: ClassVar[str] = "policy_staleness"
     severity: ClassVar[Severity] = "warning"
+    fixed_threshold: ClassVar[bool] = True  # 1 - quantile
 
     def __init__(
         self,

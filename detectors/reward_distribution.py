@@ -83,6 +83,7 @@ class RewardDistribution(_FailureModeDetector):
 
     detector_id: ClassVar[str] = "reward_distribution"
     severity: ClassVar[Severity] = "warning"
+    fixed_threshold: ClassVar[bool] = False  # the KS critical value follows the design effect
 
     def __init__(
         self,

@@ -135,6 +135,7 @@ class RewardHacking(_FailureModeDetector):
 
     detector_id: ClassVar[str] = "reward_hacking"
     severity: ClassVar[Severity] = "page"
+    fixed_threshold: ClassVar[bool] = True  # h of the reward CUSUM, from arl0
 
     def __init__(
         self,

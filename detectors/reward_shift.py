@@ -71,6 +71,7 @@ class RewardShift(_MeanShiftDetector):
 
     detector_id: ClassVar[str] = "reward_shift"
     severity: ClassVar[Severity] = "page"
+    fixed_threshold: ClassVar[bool] = True  # h of the CUSUM, from arl0
 
     def update(self, event: EventLike) -> None:
         if self._alarm is not None:

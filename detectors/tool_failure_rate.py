@@ -106,6 +106,7 @@ class ToolFailureRate(_FailureModeDetector):
     detector_id: ClassVar[str] = "tool_failure_rate"
     requires: ClassVar[str | None] = "num_tool_calls"  # update returns at once without it
     severity: ClassVar[Severity] = "warning"
+    fixed_threshold: ClassVar[bool] = True  # the constructor argument
 
     def __init__(
         self,

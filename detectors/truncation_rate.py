@@ -70,6 +70,7 @@ class TruncationRate(_RateDetector):
 
     detector_id: ClassVar[str] = "truncation_rate"
     severity: ClassVar[Severity] = "warning"
+    fixed_threshold: ClassVar[bool] = True  # the constructor argument
 
     def __init__(
         self,

@@ -89,6 +89,7 @@ class VerifierFlakiness(_RateDetector):
     detector_id: ClassVar[str] = "verifier_flakiness"
     requires: ClassVar[str | None] = "completion_hash"  # update returns at once without it
     severity: ClassVar[Severity] = "warning"
+    fixed_threshold: ClassVar[bool] = True  # the constructor argument
 
     def __init__(
         self,

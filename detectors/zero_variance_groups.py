@@ -123,6 +123,7 @@ class ZeroVarianceGroups(_FailureModeDetector):
 
     detector_id: ClassVar[str] = "zero_variance_groups"
     severity: ClassVar[Severity] = "warning"
+    fixed_threshold: ClassVar[bool] = True  # the constructor argument
 
     def __init__(
         self,

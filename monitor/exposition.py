@@ -3,14 +3,17 @@
 With 1,000 segments the per-segment families hold about 46,000 samples; prometheus_client's
 ``generate_latest`` spends about 20 µs on each (label escaping and formatting per sample), a
 second per scrape on this machine, and holds the GIL meanwhile, stalling consumption. Here
-the lines of one family of one segment are one ``%``-template, shared by all segments (the
-segment's escaped label prefix is an argument), filled with the values in one call; the
-text of each segment is kept between scrapes, and a segment that received no event since it
-was last read reuses its text without calling a detector (many environments of a run are
-idle at any time). The output is handed over as the pieces it is kept in
-(:meth:`SegmentExposition.chunks`), never copied whole. It is the same exposition as the
-collectors in ``monitor.metrics`` produce (a test parses both and compares the samples);
-those collectors remain the registry API (``get_sample_value``) and the reference.
+the lines of one family of one segment are one ``%``-template of bytes, shared by all
+segments, filled with the values in one call (the segment's escaped label prefix then
+replaces a placeholder); the text of each segment is kept between scrapes, and a segment that
+received no event since it was last read reuses its text without calling a detector (many
+environments of a run are idle at any time). A detector whose class declares its threshold
+fixed (``fixed_threshold``) has it read once, when its segment is first seen; the unscored
+count's text is kept until the count moves. The output is handed over as the pieces it is
+kept in (:meth:`SegmentExposition.chunks`), never copied whole. It is the same exposition as
+the collectors in ``monitor.metrics`` produce (a test parses both and compares the samples,
+another compares the bytes with a plain line-by-line rendering); those collectors remain
+the registry API (``get_sample_value``) and the reference.
 
 Scrapes are served one at a time (a lock): two at once would update the same kept texts.
 
@@ -19,15 +22,15 @@ What a scrape reads, and why it is consistent enough
 The render runs in the HTTP thread while the consumer thread keeps processing; there is no
 lock. It reads each segment that changed once, in one pass over the segments: its
 processed-event count (the change marker, ``Segment.events``), then its counters, a copy of
-its reward and length windows (one ``memcpy`` each) and its detectors' statistics and
-thresholds, back to back (some µs per segment). Quantiles are computed from the copies after
-the pass, and the text is formatted from what was read: nothing live is walked after the
-pass. Every value read is whole (the GIL makes each attribute read and each window copy
-atomic), so a segment's lines show its state after some batch or, if the consumer thread
-ran during those few µs, a mix of two successive batches; never a torn number. Different
-segments may be read at different batches, as with any scrape of live counters. The pass
-is Python code, so the consumer thread gets the GIL every switch interval (5 ms) meanwhile;
-numpy sorts the quantile matrix with the GIL released.
+its reward and length windows (one ``memcpy`` each) and its detectors' statistics and the
+thresholds that may move, back to back (some µs per segment). Quantiles are computed from
+the copies after the pass, and the text is formatted from what was read: nothing live is
+walked after the pass. Every value read is whole (the GIL makes each attribute read and
+each window copy atomic), so a segment's lines show its state after some batch or, if the
+consumer thread ran during those few µs, a mix of two successive batches; never a torn
+number. Different segments may be read at different batches, as with any scrape of live
+counters. The pass is Python code, so the consumer thread gets the GIL every switch
+interval (5 ms) meanwhile; numpy sorts the quantile matrix with the GIL released.
 
 A kept text must not keep stale values: the consumer counts a batch's events into the
 segment (``record_batch``, which moves the marker) *before* it updates the detectors, so a
@@ -78,46 +81,67 @@ def _num(value: float) -> str:
     return _SPECIAL.get(text, text)
 
 
-def _template(lines: Iterable[str]) -> str:
-    """A ``%``-template of ``lines``, each holding the label prefix (``@P@``) then a value
-    (``@V@``); every line ends with a newline. See :func:`_fill`.
+#: Where a template holds the label prefix (see :class:`_Template`).
+_PREFIX = b"\0"
 
-    >>> t = _template(['m{@P@,q="0.5"} @V@', "m_count{@P@} @V@"])
-    >>> t % ('run="r"', 0.25, 'run="r"', 4)
-    'm{run="r",q="0.5"} 0.25\\nm_count{run="r"} 4\\n'
+
+class _Template:
+    """A ``%``-template of exposition lines, each holding the label prefix, then a value.
+
+    ``fast`` is bytes, with the values as ``%r`` conversions, for Python floats and ints (the
+    ``repr`` of which is their ``str``, as the text format wants it); ``slow`` is text, with
+    ``%s`` conversions, for the values already spelled out (:func:`_num`). In both the prefix
+    is :data:`_PREFIX`, a NUL, which no line may hold otherwise. See :func:`_fill`.
     """
-    out = []
-    for line in lines:
-        if not (line.count("@P@") == line.count("@V@") == 1 and line.endswith(" @V@")):
-            raise ValueError(f"a template line holds the prefix, then the value: {line!r}")
-        out.append(line.replace("%", "%%").replace("@P@", "%s").replace("@V@", "%s") + "\n")
-    return "".join(out)
+
+    __slots__ = ("fast", "slow")
+
+    def __init__(self, lines: Iterable[str]) -> None:
+        """``lines`` hold the prefix as ``@P@`` and end with the value, ``@V@``.
+
+        >>> t = _Template(['m{@P@,q="0.5"} @V@', "m_count{@P@} @V@"])
+        >>> (t.fast % (0.25, 4)).replace(_PREFIX, b'run="r"')
+        b'm{run="r",q="0.5"} 0.25\\nm_count{run="r"} 4\\n'
+        """
+        out = []
+        for line in lines:
+            if not (line.count("@P@") == line.count("@V@") == 1 and line.endswith(" @V@")):
+                raise ValueError(f"a template line holds the prefix, then the value: {line!r}")
+            if "\0" in line:
+                raise ValueError(f"a template line holds no NUL: {line!r}")
+            out.append(line.replace("%", "%%").replace("@P@", "\0") + "\n")
+        text = "".join(out)
+        self.fast = text.replace("@V@", "%r").encode()
+        self.slow = text.replace("@V@", "%s")
 
 
-def _fill(template: str, prefix: str, values: Sequence[Any]) -> str:
-    """``template`` with the label prefix and the values (floats, or ints) as exposition text.
+def _fill(template: _Template, prefix: bytes, values: Sequence[Any]) -> bytes:
+    """``template`` with the label prefix (UTF-8) and the values (floats, or ints) as
+    exposition text.
 
-    A Python float formats (``%s``) as its ``repr``, which the text format takes as is; NaN
-    and infinities need their own spelling, and numpy scalars their ``float``, so those take
-    the slower path. One sum tells: it is a finite Python float unless a value is NaN,
-    infinite, or not a Python number (or the sum overflows, which only costs the slower
-    path). ``%`` formatting scans the template faster than ``str.format``, and the template
-    is shared by all segments (the prefix is an argument, not a part of it).
+    A Python float formats as its ``repr``, which the text format takes as is; NaN and
+    infinities need their own spelling, and numpy scalars their ``float``, so those take the
+    slower path. One sum tells: it is a finite Python float unless a value is NaN, infinite,
+    or not a Python number (or the sum overflows, which only costs the slower path). The
+    values it lets through are the floats and ints detectors and segments hold, whose
+    ``repr`` (``%r``) is their ``str``.
+    ``%``-formatting bytes is faster than text, and needs no encoding after; the template is
+    shared by all segments: the values are formatted in, then the prefix replaces each NUL
+    (one ``replace``, which copies it in at C speed; the prefix is not scanned again, so it
+    may hold anything).
 
-    >>> t = _template(["a{@P@} @V@", "b{@P@} @V@"])
-    >>> _fill(t, "x", [0.5, 1e-300]), _fill(t, "x", [float("inf"), np.float32(0.1)])
-    ('a{x} 0.5\\nb{x} 1e-300\\n', 'a{x} +Inf\\nb{x} 0.10000000149011612\\n')
+    >>> t = _Template(["a{@P@} @V@", "b{@P@} @V@"])
+    >>> _fill(t, b"x", [0.5, 1e-300]), _fill(t, b"x", [float("inf"), np.float32(0.1)])
+    (b'a{x} 0.5\\nb{x} 1e-300\\n', b'a{x} +Inf\\nb{x} 0.10000000149011612\\n')
     """
     total = sum(values, 0.0)
-    if not (type(total) is float and math.isfinite(total)):
-        values = [*map(_num, values)]
-    args = [prefix] * (2 * len(values))
-    args[1::2] = values
-    return template % tuple(args)
+    if type(total) is float and total - total == 0.0:  # finite (inf - inf, NaN: NaN)
+        return (template.fast % tuple(values)).replace(_PREFIX, prefix)
+    return (template.slow % tuple(map(_num, values))).encode().replace(_PREFIX, prefix)
 
 
-def _summary_template(name: str) -> str:
-    return _template(
+def _summary_template(name: str) -> _Template:
+    return _Template(
         [
             *(f'{name}{{@P@,quantile="{q}"}} @V@' for q in QUANTILES),
             f"{name}_count{{@P@}} @V@",
@@ -159,9 +183,9 @@ _FAMILIES = (
 _EVENTS, _UNSCORED, _LAST_TS, _REWARD, _LENGTH, _STATISTIC, _THRESHOLD = range(len(_FAMILIES))
 _HEADERS = [f"# HELP {n} {h}\n# TYPE {n} {k}\n".encode() for n, k, h in _FAMILIES]
 
-_EVENTS_T = _template(f'rollout_monitor_events_total{{@P@,status="{s}"}} @V@' for s in STATUSES)
-_UNSCORED_T = _template(["rollout_monitor_unscored_events_total{@P@} @V@"])
-_LAST_TS_T = _template(["rollout_monitor_last_event_timestamp_seconds{@P@} @V@"])
+_EVENTS_T = _Template(f'rollout_monitor_events_total{{@P@,status="{s}"}} @V@' for s in STATUSES)
+_UNSCORED_T = _Template(["rollout_monitor_unscored_events_total{@P@} @V@"])
+_LAST_TS_T = _Template(["rollout_monitor_last_event_timestamp_seconds{@P@} @V@"])
 _REWARD_T = _summary_template("rollout_monitor_reward")
 _LENGTH_T = _summary_template("rollout_monitor_completion_tokens")
 _NAN_QUANTILES = [math.nan] * len(QUANTILES)
@@ -171,6 +195,11 @@ _statistic = operator.attrgetter("statistic")
 _threshold = operator.attrgetter("threshold")
 
 
+def _fixed_threshold(detector: object) -> bool:
+    """Whether ``detector`` declares that its threshold never changes after construction."""
+    return getattr(type(detector), "fixed_threshold", False) is True
+
+
 class _DetectorTemplates:
     """The statistic and threshold templates of one list of detector ids (shared by every
     segment whose bank runs that list)."""
@@ -178,10 +207,10 @@ class _DetectorTemplates:
     __slots__ = ("statistic", "threshold")
 
     def __init__(self, ids: tuple[str, ...]) -> None:
-        self.statistic = _template(
+        self.statistic = _Template(
             f'rollout_monitor_detector_statistic{{@P@,detector="{d}"}} @V@' for d in ids
         )
-        self.threshold = _template(
+        self.threshold = _Template(
             f'rollout_monitor_detector_threshold{{@P@,detector="{d}"}} @V@' for d in ids
         )
 
@@ -213,12 +242,15 @@ class _Entry:
         "prefix",
         "settled",
         "templates",
-        "threshold_block",
         "thresholds",
+        "unscored",
+        "varying",
+        "varying_at",
+        "varying_thresholds",
     )
 
     def __init__(self, segment: Segment) -> None:
-        self.prefix = f'run="{_escape(segment.run)}",env="{_escape(segment.env)}"'
+        self.prefix = f'run="{_escape(segment.run)}",env="{_escape(segment.env)}"'.encode()
         self.bank = segment.bank
         items = list(segment.bank.detectors.items())
         self.detectors = [detector for _, detector in items]
@@ -227,8 +259,15 @@ class _Entry:
         self.settled = False
         self.horizon = -1
         self.blocks: list[bytes] = [b""] * len(_FAMILIES)
-        self.thresholds: list[float] = []
-        self.threshold_block = b""
+        self.unscored: Any = None  # the count the unscored block shows (None: not read yet)
+        # Thresholds: read here once; afterwards only those of the detectors whose class does
+        # not declare ``fixed_threshold`` (see detectors._base._FailureModeDetector).
+        self.thresholds = [*map(_threshold, self.detectors)]
+        self.blocks[_THRESHOLD] = _fill(self.templates.threshold, self.prefix, self.thresholds)
+        at = [i for i, d in enumerate(self.detectors) if not _fixed_threshold(d)]
+        self.varying_at = at
+        self.varying = [self.detectors[i] for i in at]
+        self.varying_thresholds = [self.thresholds[i] for i in at]
 
 
 class _Windows:
@@ -297,7 +336,7 @@ def _quantiles(matrix: np.ndarray[Any, Any]) -> list[list[float]]:
     >>> _quantiles(np.array([[3.0, 1.0, 2.0, 4.0], [1.0, np.nan, 0.0, 0.0]]))
     [[1.3, 2.5, 3.7], [nan, nan, nan]]
     """
-    matrix.sort(axis=1)
+    _sort_rows(matrix)
     below, above, gamma = _ranks(matrix.shape[1])
     a = matrix[:, below]
     b = matrix[:, above]
@@ -310,6 +349,80 @@ def _quantiles(matrix: np.ndarray[Any, Any]) -> list[list[float]]:
         result[nan_rows] = np.nan
     values: list[list[float]] = result.tolist()
     return values
+
+
+#: Scales under which the values of a window may be float32 exactly (see :func:`_sort_rows`):
+#: integers below 2**24 (token counts) as they are; decimals with at most four places below
+#: about 1,677 (rewards often are) times 10,000.
+_SCALES = (1.0, 1e4)
+#: The bits of -0.0 as an int64.
+_NEGATIVE_ZERO = np.float64(-0.0).view(np.int64)
+
+
+def _sort_rows(matrix: np.ndarray[Any, Any]) -> None:
+    """Sort each row of ``matrix`` in place: the same values as ``matrix.sort(axis=1)``.
+
+    numpy sorts float32 rows with SIMD instructions, several times faster than float64 rows.
+    A row whose every value ``v`` equals ``float64(float32(v * s)) / s`` for a scale ``s`` of
+    :data:`_SCALES` is sorted as those float32: mapped back the same way they give each value
+    exactly, in order (the map back is monotonic), so the sorted row is bit for bit the one
+    float64 sorting gives. Other rows are sorted as float64, as are those holding a -0.0
+    (among zeros of both signs, which one lands at a rank is up to the sort algorithm: those
+    keep numpy's float64 sort). NaN is never equal, so a row with one is sorted as float64.
+
+    >>> m = np.array([[3.0, 1.0, 2.5], [0.3, 0.1, 0.2], [1 / 3, 0.0, -1.0], [2.0, np.nan, 1.0]])
+    >>> _sort_rows(m)
+    >>> m.tolist()
+    [[1.0, 2.5, 3.0], [0.1, 0.2, 0.3], [-1.0, 0.0, 0.3333333333333333], [1.0, 2.0, nan]]
+    """
+    negative_zero = (matrix.view(np.int64) == _NEGATIVE_ZERO).any(axis=1)
+    left = np.flatnonzero(~negative_zero)  # the rows not sorted yet that may be float32
+    whole = len(left) == len(matrix)  # no row sorted yet, none left out
+    with np.errstate(over="ignore", invalid="ignore"):  # out of float32's range: not exact
+        # the windows of one summary are alike: first the scales that suit the first row
+        first = matrix[left[:1]]
+        for scale in sorted(_SCALES, key=lambda s: not _float32_keys(first, s)[1].all()):
+            if not len(left):
+                break
+            values = matrix if whole else matrix[left]
+            keys, exact = _float32_keys(values, scale)
+            if whole and exact.all():  # the usual case: every row, in place
+                keys.sort(axis=1)
+                matrix[...] = keys
+                if scale != 1.0:
+                    matrix /= scale
+                return
+            if not exact.any():
+                continue
+            keys = keys[exact]
+            keys.sort(axis=1)
+            back = keys.astype(np.float64)
+            if scale != 1.0:
+                back /= scale
+            matrix[left[exact]] = back
+            left = left[~exact]
+            whole = False
+    if whole:
+        matrix.sort(axis=1)
+        return
+    rest = np.concatenate((np.flatnonzero(negative_zero), left))
+    if len(rest):
+        values = matrix[rest]
+        values.sort(axis=1)
+        matrix[rest] = values
+
+
+def _float32_keys(
+    values: np.ndarray[Any, Any], scale: float
+) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """``float32(values * scale)``, and for each row whether it maps back exactly (see
+    :func:`_sort_rows`; call it with over- and invalid-value warnings off)."""
+    keys = (values if scale == 1.0 else values * scale).astype(np.float32)
+    back = keys.astype(np.float64)
+    if scale != 1.0:
+        back /= scale
+    exact: np.ndarray[Any, Any] = (back == values).all(axis=1)
+    return keys, exact
 
 
 _RANKS: dict[int, tuple[Any, Any, Any]] = {}
@@ -363,6 +476,12 @@ class SegmentExposition:
         entries: dict[Segment, _Entry] = {}
         fresh: list[tuple[_Entry, int, float, int, float]] = []
         rewards, lengths = _Windows(), _Windows()
+        read, add_rewards, add_lengths, add_fresh = (
+            self._read,
+            rewards.add,
+            lengths.add,
+            fresh.append,
+        )
         for segment in self.pipeline.segments.snapshot():
             entry = old.get(segment)
             if entry is None or entry.bank is not segment.bank:
@@ -377,12 +496,12 @@ class SegmentExposition:
                 entry.marker = marker
                 entry.settled = False
                 entry.horizon = counters.batches  # read after the marker
-            self._read(entry, segment)
+            read(entry, segment)
             # The summaries: windows copied (the consumer keeps writing them), their
             # quantiles computed for all segments at once after this pass.
-            rewards.add(segment.rewards)
-            lengths.add(segment.lengths)
-            fresh.append(
+            add_rewards(segment.rewards)
+            add_lengths(segment.lengths)
+            add_fresh(
                 (
                     entry,
                     segment.reward_count,
@@ -395,11 +514,11 @@ class SegmentExposition:
         self._summaries(fresh, rewards.quantiles(), lengths.quantiles())
         self.last_rendered = len(fresh)
 
-        rows = list(entries.values())
+        rows = [entry.blocks for entry in entries.values()]
         out: list[bytes] = []
         for family, header in enumerate(_HEADERS):
             out.append(header)
-            out += [entry.blocks[family] for entry in rows]
+            out += map(operator.itemgetter(family), rows)
         out.append(self._alerts().encode())
         self.last_seconds = time.perf_counter() - started
         return out
@@ -409,18 +528,25 @@ class SegmentExposition:
         """Read and render what of ``segment`` needs no quantile."""
         p = entry.prefix
         blocks = entry.blocks
-        blocks[_EVENTS] = _fill(_EVENTS_T, p, _status_counts(segment.status_counts)).encode()
-        blocks[_UNSCORED] = (_UNSCORED_T % (p, segment.unscored)).encode()
-        blocks[_LAST_TS] = _fill(_LAST_TS_T, p, [segment.last_ts]).encode()
-        detectors = entry.detectors
-        blocks[_STATISTIC] = _fill(
-            entry.templates.statistic, p, [*map(_statistic, detectors)]
-        ).encode()
-        thresholds = [*map(_threshold, detectors)]
-        if thresholds != entry.thresholds:
-            entry.threshold_block = _fill(entry.templates.threshold, p, thresholds).encode()
-            entry.thresholds = thresholds
-        blocks[_THRESHOLD] = entry.threshold_block
+        counts = _status_counts(segment.status_counts)
+        unscored = segment.unscored
+        last_ts = segment.last_ts
+        statistics = [*map(_statistic, entry.detectors)]
+        blocks[_EVENTS] = _fill(_EVENTS_T, p, counts)
+        if unscored is not entry.unscored:  # rarely moves: its text is kept (same object)
+            entry.unscored = unscored
+            blocks[_UNSCORED] = (_UNSCORED_T.slow % unscored).encode().replace(_PREFIX, p)
+        blocks[_LAST_TS] = _fill(_LAST_TS_T, p, (last_ts,))
+        blocks[_STATISTIC] = _fill(entry.templates.statistic, p, statistics)
+        varying = entry.varying
+        if varying:
+            now = [*map(_threshold, varying)]
+            if now != entry.varying_thresholds:
+                thresholds = entry.thresholds
+                for i, value in zip(entry.varying_at, now, strict=True):
+                    thresholds[i] = value
+                entry.varying_thresholds = now
+                blocks[_THRESHOLD] = _fill(entry.templates.threshold, p, thresholds)
 
     @staticmethod
     def _summaries(
@@ -433,8 +559,8 @@ class SegmentExposition:
         ):
             p = entry.prefix
             blocks = entry.blocks
-            blocks[_REWARD] = _fill(_REWARD_T, p, [*reward_q, reward_n, reward_sum]).encode()
-            blocks[_LENGTH] = _fill(_LENGTH_T, p, [*length_q, length_n, length_sum]).encode()
+            blocks[_REWARD] = _fill(_REWARD_T, p, (*reward_q, reward_n, reward_sum))
+            blocks[_LENGTH] = _fill(_LENGTH_T, p, (*length_q, length_n, length_sum))
 
     def _alerts(self) -> str:
         lines: list[str] = []

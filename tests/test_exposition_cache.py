@@ -1,5 +1,6 @@
 """The per-segment text kept between scrapes: reused only while it is current, and always the
-same exposition as the reference collectors; the quantiles equal numpy's to the last bit."""
+same exposition as the reference collectors, byte for byte the plain line-by-line rendering;
+the quantiles equal numpy's to the last bit."""
 
 from __future__ import annotations
 
@@ -18,10 +19,21 @@ from prometheus_client.parser import text_string_to_metric_families
 from monitor.alerts import AlertLog, AlertTracker
 from monitor.config import DetectorSettings, PipelineSettings
 from monitor.events import event_from_mapping
-from monitor.exposition import SegmentExposition, _quantiles, _Windows
+from monitor.exposition import (
+    _HEADERS,
+    SegmentExposition,
+    _escape,
+    _float32_keys,
+    _num,
+    _quantiles,
+    _sort_rows,
+    _Windows,
+)
 from monitor.http import MonitorHTTPServer
 from monitor.metrics import QUANTILES, build_registry
 from monitor.pipeline import Pipeline
+from monitor.segments import STATUSES
+from monitor.simulate import SimulationConfig, generate
 from tests.events_factory import healthy_stream
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], Any]
@@ -252,3 +264,191 @@ def test_the_endpoint_writes_the_chunks_as_one_body(as_chunks: bool) -> None:
         (generate_latest(registry) + SegmentExposition(pipeline).render()).decode()
     )
     assert body.endswith(b"\n")
+
+
+def _naive(pipeline: Pipeline) -> bytes:
+    """The per-segment families written the plain way, line by line, as the exposition was
+    first written: each family's lines, segment after segment; a block of values in ``str``
+    unless one is NaN, infinite or not a Python number, in which case the whole block is
+    spelled as floats (``_num``); quantiles by ``np.quantile``."""
+
+    def block(lines: list[str], values: list[Any]) -> str:
+        total = sum(values, 0.0)
+        fast = type(total) is float and math.isfinite(total)
+        texts = [str(v) if fast else _num(v) for v in values]
+        return "".join(f"{line} {text}\n" for line, text in zip(lines, texts, strict=True))
+
+    def quantiles(window: Any) -> list[Any]:
+        if not len(window):
+            return [math.nan] * len(QUANTILES)
+        with np.errstate(invalid="ignore"):
+            values: list[Any] = np.quantile(np.asarray(window), QUANTILES).tolist()
+        return values
+
+    families: list[list[str]] = [[] for _ in range(7)]
+    for s in pipeline.segments.snapshot():
+        p = f'run="{_escape(s.run)}",env="{_escape(s.env)}"'
+        ids = list(s.bank.detectors)
+        detectors = list(s.bank.detectors.values())
+        families[0].append(
+            block(
+                [f'rollout_monitor_events_total{{{p},status="{x}"}}' for x in STATUSES],
+                [s.status_counts[x] for x in STATUSES],
+            )
+        )
+        families[1].append(f"rollout_monitor_unscored_events_total{{{p}}} {s.unscored}\n")
+        families[2].append(
+            block([f"rollout_monitor_last_event_timestamp_seconds{{{p}}}"], [s.last_ts])
+        )
+        for i, (name, window, n, total) in enumerate(
+            (
+                ("rollout_monitor_reward", s.rewards, s.reward_count, s.reward_sum),
+                ("rollout_monitor_completion_tokens", s.lengths, s.length_count, s.length_sum),
+            )
+        ):
+            lines = [f'{name}{{{p},quantile="{q}"}}' for q in QUANTILES]
+            lines += [f"{name}_count{{{p}}}", f"{name}_sum{{{p}}}"]
+            families[3 + i].append(block(lines, [*quantiles(window), n, total]))
+        for i, attribute in ((5, "statistic"), (6, "threshold")):
+            name = f"rollout_monitor_detector_{attribute}"
+            families[i].append(
+                block(
+                    [f'{name}{{{p},detector="{d}"}}' for d in ids],
+                    [getattr(d, attribute) for d in detectors],
+                )
+            )
+    headers = [h.decode() for h in _HEADERS]
+    return "".join(h + "".join(f) for h, f in zip(headers, families, strict=True)).encode()
+
+
+def _segment_part(exposition: SegmentExposition) -> bytes:
+    return exposition.render().split(b"# HELP rollout_monitor_alarms_total")[0]
+
+
+def test_the_text_is_byte_for_byte_the_plain_rendering_scrape_after_scrape() -> None:
+    """Round after round of events (new segments, windows filling, reward_distribution's
+    threshold moving, a segment left idle), the kept-and-reused text, a fresh render and
+    the plain line-by-line rendering are the same bytes."""
+    pipeline = _pipeline()
+    kept = SegmentExposition(pipeline)
+    config = SimulationConfig(seed=4, events=12_000, envs=("math-v2", "code-sandbox", "tool-use"))
+    messages = [Msg(m) for m in generate(config)]
+    # a segment with an odd name, fed once, then idle; and one with no scored event
+    odd = [
+        {**e, "event_id": f"o{i}", "env_id": 'we"ird\\env\nname'}
+        for i, e in enumerate(healthy_stream(40))
+    ]
+    unscored = [
+        {**e, "event_id": f"u{i}", "env_id": "unscored", "reward": None}
+        for i, e in enumerate(healthy_stream(5))
+    ]
+    messages[:0] = [Msg(json.dumps(e).encode()) for e in odd + unscored]
+    thresholds: set[float] = set()
+    for start in range(0, len(messages), 700):
+        pipeline.process_messages(messages[start : start + 700])
+        if start % 1400:
+            pipeline.end_batch()
+        text = _segment_part(kept)
+        assert text == _naive(pipeline)
+        assert text == _segment_part(SegmentExposition(pipeline))
+        for s in pipeline.segments.snapshot():
+            thresholds.add(s.bank.detectors["reward_distribution"].threshold)
+    pipeline.end_batch()
+    assert _segment_part(kept) == _segment_part(kept) == _naive(pipeline)
+    assert kept.last_rendered == 0
+    assert len(thresholds) > 3  # the one threshold that moves did, and was rendered anew
+
+
+class _FixedStub:
+    """A detector whose class declares its threshold fixed (the test breaks the promise)."""
+
+    fixed_threshold = True
+
+    def __init__(self) -> None:
+        self.statistic = 0.5
+        self.threshold = 1.0
+
+
+def test_a_threshold_declared_fixed_is_read_once_and_others_on_every_read() -> None:
+    pipeline = _pipeline()
+    pipeline.process_messages(_events(50, envs=1))
+    segment = pipeline.segments.lookup("run-a", "env-0")
+    assert segment is not None
+    fixed, moving = _FixedStub(), _Stub(0.25, 2.0)
+    segment.bank._by_id["error_rate"] = fixed  # type: ignore[assignment]
+    segment.bank._by_id["truncation_rate"] = moving  # type: ignore[assignment]
+    exposition = SegmentExposition(pipeline)
+
+    def value(name: str, detector: str) -> Any:
+        return _rendered(exposition)[
+            (name, (("detector", detector), ("env", "env-0"), ("run", "run-a")))
+        ]
+
+    assert value("rollout_monitor_detector_threshold", "error_rate") == 1.0
+    fixed.threshold, fixed.statistic = 3.0, 0.75
+    moving.threshold = 4.0
+    pipeline.process_messages(_events(10, envs=1, start=50))  # the marker moves: read again
+    assert value("rollout_monitor_detector_statistic", "error_rate") == 0.75
+    assert value("rollout_monitor_detector_threshold", "error_rate") == 1.0  # as promised
+    assert value("rollout_monitor_detector_threshold", "truncation_rate") == 4.0
+
+
+_KINDS = [
+    "integers",  # token counts: float32 as they are
+    "decimals",  # rewards with at most 4 decimals: float32 times 1e4
+    "big_integers",  # beyond 2**24: float64
+    "big_decimals",  # 4 decimals beyond 1677: float64
+    "mixed",  # rows of each kind, and rows with NaN, -0.0, infinities
+]
+
+
+def _matrix(kind: str, rng: np.random.Generator, n: int) -> np.ndarray[Any, Any]:
+    rows = 7
+    if kind == "integers":
+        return np.round(rng.lognormal(6.0, 1.0, size=(rows, n)))
+    if kind == "decimals":
+        return np.round(
+            rng.choice([0.0, 0.1, 0.9, 1.0, 0.25, -0.3333], size=(rows, n))
+            + np.round(rng.random((rows, n)), 4) * (rng.random((rows, n)) < 0.5),
+            4,
+        )
+    if kind == "big_integers":
+        return np.round(rng.uniform(2**24, 2**40, size=(rows, n)))
+    if kind == "big_decimals":
+        return np.round(rng.uniform(2000.0, 9000.0, size=(rows, n)), 4)
+    m = np.round(rng.normal(size=(rows, n)) * 100)
+    m[1] = rng.normal(size=n)  # not float32
+    m[2] = np.round(rng.normal(size=n), 2)  # decimals
+    m[3, rng.random(n) < 0.3] = -0.0
+    m[4, rng.random(n) < 0.1] = np.nan
+    m[5, rng.random(n) < 0.1] = np.inf
+    m[5, rng.random(n) < 0.1] = -np.inf
+    m[6] = np.round(rng.normal(size=n), 3) * 1e-300  # tiny: not float32
+    return m
+
+
+@pytest.mark.parametrize("kind", _KINDS)
+def test_rows_sorted_as_float32_are_the_float64_sort(kind: str) -> None:
+    rng = np.random.default_rng(11)
+    for n in [1, 2, 3, 7, 100, 511, 512]:
+        m = _matrix(kind, rng, n)
+        got = m.copy()
+        _sort_rows(got)
+        expected = np.sort(m, axis=1)
+        for row, want, original in zip(got, expected, m, strict=True):
+            if (original.view(np.int64) == np.float64(-0.0).view(np.int64)).any():
+                assert np.array_equal(row, want, equal_nan=True)  # zeros of both signs
+            else:
+                assert np.array_equal(row.view(np.int64), want.view(np.int64)), (kind, n)
+        with np.errstate(invalid="ignore"):
+            reference = np.array([np.quantile(row, QUANTILES) for row in m])
+        assert np.array_equal(np.array(_quantiles(m.copy())), reference, equal_nan=True)
+
+
+def test_the_float32_path_is_taken_for_counts_and_short_decimals() -> None:
+    rng = np.random.default_rng(2)
+    with np.errstate(over="ignore", invalid="ignore"):
+        assert _float32_keys(_matrix("integers", rng, 512), 1.0)[1].all()
+        assert _float32_keys(_matrix("decimals", rng, 512), 1e4)[1].all()
+        assert not _float32_keys(_matrix("big_decimals", rng, 512), 1e4)[1].any()
+        assert not _float32_keys(_matrix("big_integers", rng, 512), 1.0)[1].any()
