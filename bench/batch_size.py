@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 
 from bench._kafka_load import create_topic, delete_groups, delete_topics, preload, unique_topic
-from bench.throughput import _run_child
+from bench.throughput import _run_child, daemon_spec
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -39,18 +39,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             for size in a.sizes:
                 group = unique_topic("bench.batch.group")
                 groups.append(group)
-                spec = {
-                    "kind": "daemon",
-                    "bootstrap": a.bootstrap,
-                    "topic": topic,
-                    "group": group,
-                    "target": a.events,
-                    "segments": a.segments,
-                    "cpu": None if a.cpu < 0 else a.cpu,
-                    "batch_max_events": size,
-                    "max_seconds": 60.0,
-                    "scrapes": 1,
-                }
+                spec = daemon_spec(
+                    a.bootstrap,
+                    topic,
+                    group,
+                    a.events,
+                    a.segments,
+                    a.cpu,
+                    batch_max_events=size,
+                    max_seconds=60.0,
+                )
                 r = _run_child(spec)
                 cpu_us = 1e6 * r["cpu_seconds"] / max(r["events"], 1)
                 print(

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bench._kafka_load import create_topic, delete_groups, delete_topics, preload, unique_topic
-from bench.throughput import REPO_DIR, _child_env
+from bench.throughput import REPO_DIR, _child_env, daemon_spec
 
 LOOP_FRAME = "Daemon._loop"
 
@@ -74,16 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     create_topic(a.bootstrap, topic, 4)
     try:
         preload(a.bootstrap, topic, a.events, a.segments, 4)
-        spec = {
-            "kind": "daemon",
-            "bootstrap": a.bootstrap,
-            "topic": topic,
-            "group": group,
-            "target": a.events,
-            "segments": a.segments,
-            "cpu": None if a.cpu < 0 else a.cpu,
-            "scrapes": 1,
-        }
+        spec = daemon_spec(a.bootstrap, topic, group, a.events, a.segments, a.cpu)
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "profile.txt"
             command = [sys.executable, "-m", "bench._measure", json.dumps(spec)]

@@ -156,6 +156,24 @@ def _child_env() -> dict[str, str]:
     return env
 
 
+def daemon_spec(
+    bootstrap: str, topic: str, group: str, events: int, segments: int, cpu: int, **more: Any
+) -> dict[str, Any]:
+    """The spec of a ``daemon`` run of :mod:`bench._measure` over a preloaded topic, for the
+    scripts that measure one thing of the daemon (``cpu`` < 0: not pinned)."""
+    return {
+        "kind": "daemon",
+        "bootstrap": bootstrap,
+        "topic": topic,
+        "group": group,
+        "target": events,
+        "segments": segments,
+        "cpu": None if cpu < 0 else cpu,
+        "scrapes": 1,
+        **more,
+    }
+
+
 def _spec(config: Config, plan: Plan) -> dict[str, Any]:
     return {
         "kind": plan.kind,
