@@ -182,7 +182,7 @@ class Daemon:
                     settings.batch_max_events, settings.batch_max_seconds
                 )
                 if batch:
-                    self.pipeline.process_messages(batch)
+                    self.pipeline.process_messages(batch, release=True)
                     self._track(batch)
                 else:
                     self.pipeline.end_batch()

@@ -159,3 +159,37 @@ def test_metrics_are_read_from_state_at_scrape_time() -> None:
     text = generate_latest(registry).decode()
     assert "task_id" not in text and "group_id" not in text
     assert get("rollout_monitor_collect_duration_seconds") is not None
+
+
+def test_released_batch_gives_the_same_results_and_frees_each_message_once_routed() -> None:
+    import weakref
+
+    events = healthy_stream(3000)
+    for i in range(1500, 3000, 3):
+        events[i] = failing(events[i])
+    values = [b"{not json", *encode(events)]
+    kept, kept_log, kept_sink = _pipeline()
+    kept.process_messages([Msg(v) for v in values])
+    released, released_log, released_sink = _pipeline()
+    batch = [Msg(v) for v in values]
+    refs = [weakref.ref(m) for m in batch]
+    alive_while_routing: list[int] = []
+    state = released.partition_state(("rl.rollouts", 0))
+    dedup = state.dedup
+
+    class Spy:  # the pipeline calls dedup.seen once per valid message, while routing
+        def seen(self, event_id: str) -> bool:
+            routed = 1 + len(alive_while_routing)  # the invalid first message, and these
+            alive_while_routing.append(sum(r() is not None for r in refs[:routed]))
+            return dedup.seen(event_id)
+
+    state.dedup = Spy()  # type: ignore[assignment]
+    released.process_messages(batch, release=True)
+    assert batch == [None] * len(values)
+    assert alive_while_routing == [0] * 3000, "routed messages are freed before the batch ends"
+    assert released.counters.processed == kept.counters.processed == 3000
+    assert released_sink.sent == kept_sink.sent
+    assert [(a.detector, a.status, a.event_index) for a in released_log.alerts] == [
+        (a.detector, a.status, a.event_index) for a in kept_log.alerts
+    ]
+    assert any(a.detector == "error_rate" for a in released_log.alerts)
