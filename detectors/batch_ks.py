@@ -76,7 +76,8 @@ def indicator_design_effect(indicator: np.ndarray, block: int) -> float:
     total = share * (1.0 - share)
     if k < 3 or total <= 0.0:
         return 1.0
-    steps = np.diff(indicator[: k * block].reshape(k, block).sum(axis=1)) / block
+    sums = indicator[: k * block].reshape(k, block).sum(axis=1)
+    steps = (sums[1:] - sums[:-1]) / block  # np.diff's values, without its overhead
     variance = float(steps @ steps) / (2.0 * (k - 1))
     return min(max(variance * block / total, 1.0), float(block))
 
@@ -110,7 +111,11 @@ def design_effect(values: np.ndarray, block: int, ordered: np.ndarray | None = N
 
 
 def compare_windows(
-    reference: np.ndarray, current: np.ndarray, block: int, running: float
+    reference: np.ndarray,
+    current: np.ndarray,
+    block: int,
+    running: float,
+    ordered: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[float, float, float]:
     """KS distance of two windows, the design effect to use, and the updated running one.
 
@@ -118,10 +123,14 @@ def compare_windows(
     successive-difference estimate shrugs off a change between them) and averaged into
     ``running`` (0: none yet). The one to use is the larger of the two, inflated by the
     sampling error of the estimate, ``1 + sqrt(2 / (blocks - 1))``, so that a low draw does
-    not make the test anticonservative.
+    not make the test anticonservative. ``ordered`` holds the two windows sorted when the
+    caller has them (by default they are sorted here).
     """
-    ref_sorted = np.sort(reference)
-    d = ks_statistic(ref_sorted, np.sort(current))
+    if ordered is None:
+        ref_sorted, cur_sorted = np.sort(reference), np.sort(current)
+    else:
+        ref_sorted, cur_sorted = ordered
+    d = ks_statistic(ref_sorted, cur_sorted)
     both = np.concatenate((reference, current))
     deff = design_effect(both, block, ref_sorted)
     running = deff if running == 0.0 else running + _DEFF_WEIGHT * (deff - running)

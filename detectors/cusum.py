@@ -375,33 +375,93 @@ class MeanShiftCUSUM(_Base):
                 z = clip
             elif z < -clip:
                 z = -clip
-            # a chart at rest stays at rest unless |z| exceeds its k
+            # The per-sample charts, written out: this runs on every sample, and a method
+            # call per chart would cost about as much as the chart. A chart at rest stays at
+            # rest unless |z| exceeds its k, and a side at 0 stays at 0 (its run length too,
+            # no store) unless z passes k on its side. A side leaving 0 is ``0.0 + z - f``,
+            # which is ``z - f`` exactly (``-z - f`` on the down side), and is positive:
+            # the difference of two unequal floats is never 0.
             f = self._k0
-            if (self._u0 or self._d0 or z > f or z < -f) and self._chart0(z, f):
-                return
+            up = self._u0
+            down = self._d0
+            if up or down or z > f or z < -f:
+                if up:
+                    up = up + z - f
+                    if up > 0.0:
+                        self._nu0 += 1
+                    else:
+                        up = 0.0
+                        self._nu0 = 0
+                    self._u0 = up
+                elif z > f:
+                    up = self._u0 = z - f
+                    self._nu0 = 1
+                if down:
+                    down = down - z - f
+                    if down > 0.0:
+                        self._nd0 += 1
+                    else:
+                        down = 0.0
+                        self._nd0 = 0
+                    self._d0 = down
+                elif z < -f:
+                    down = self._d0 = -z - f
+                    self._nd0 = 1
+                if up > self._hu0 or down > self._hd0:
+                    self._fast_alarm(0, up > self._hu0)
+                    return
             f = self._k1
-            if f and (self._u1 or self._d1 or z > f or z < -f) and self._chart1(z, f):
-                return
-        if self.batch_size > 1:
-            acc = self._acc + x
+            if f:
+                up = self._u1
+                down = self._d1
+                if up or down or z > f or z < -f:
+                    if up:
+                        up = up + z - f
+                        if up > 0.0:
+                            self._nu1 += 1
+                        else:
+                            up = 0.0
+                            self._nu1 = 0
+                        self._u1 = up
+                    elif z > f:
+                        up = self._u1 = z - f
+                        self._nu1 = 1
+                    if down:
+                        down = down - z - f
+                        if down > 0.0:
+                            self._nd1 += 1
+                        else:
+                            down = 0.0
+                            self._nd1 = 0
+                        self._d1 = down
+                    elif z < -f:
+                        down = self._d1 = -z - f
+                        self._nd1 = 1
+                    if up > self._hu1 or down > self._hd1:
+                        self._fast_alarm(1, up > self._hu1)
+                        return
+        batch_size = self.batch_size
+        if batch_size > 1:
             filled = self._in_batch + 1
-            if filled < self.batch_size:
-                self._acc = acc
+            if filled < batch_size:
+                self._acc += x
                 self._in_batch = filled
                 return
+            x = (self._acc + x) / filled
             self._acc = 0.0
             self._in_batch = 0
-            x = acc / filled
         n = self._n
         mean = self._mean
-        if self.lags and n:
+        lags = self.lags
+        if lags and n:
             # the third moment learns from every batch, frozen or not: the batches a freeze
             # leaves out are those of the long tail it measures
             b = 1.0 / n
             if b < self._beta:
                 b = self._beta
             dev = x - mean
-            self._m3 += b * (dev * dev * dev - self._m3)
+            m3 = self._m3
+            self._m3 = m3 + b * (dev * dev * dev - m3)
         if n >= self._warm:
             std = math.sqrt(self._var * self._deff)
             if std < self._floor:
@@ -440,7 +500,7 @@ class MeanShiftCUSUM(_Base):
                 return
             if up > _FREEZE_FRACTION * h_up or down > _FREEZE_FRACTION * h_down:
                 return
-            if self._inv_sd and self._fast_busy():
+            if inv and self._fast_busy():
                 return
         # Learn: exact running mean/variance first (weight 1/n), exponential weights later.
         n += 1
@@ -452,7 +512,7 @@ class MeanShiftCUSUM(_Base):
         self._mean = mean + step
         if n <= self._n_cap:
             self._n = n
-        if not self.lags:
+        if not lags:
             self._var = (1.0 - a) * (self._var + d * step)
             return
         # the scale (variance, correlation, skewness) changes more slowly than the level: it
@@ -461,55 +521,22 @@ class MeanShiftCUSUM(_Base):
         if b < self._beta:
             b = self._beta
         self._var = (1.0 - b) * (self._var + b * d * d)
-        self._learn_correlation(d, b)
+        # the lagged covariances of batch-mean deviations (see _scale), written out
+        cov = self._cov
+        lagged = self._lagged
+        for j, y in enumerate(lagged):
+            c = cov[j]
+            cov[j] = c + b * (d * y - c)
+        lagged.insert(0, d)
+        lagged.pop()
         # the derived scale and thresholds move slowly: refreshed every few batches, and on
         # every batch of the warm-up
-        self._batches += 1
-        if n <= 2 * self._warm or self._batches >= _RESCALE_BATCHES:
+        batches = self._batches + 1
+        if n <= 2 * self._warm or batches >= _RESCALE_BATCHES:
             self._batches = 0
             self._scale(n)
-
-    def _chart0(self, z: float, f: float) -> bool:
-        """Update the first per-sample chart; True when it detected."""
-        up = self._u0 + z - f
-        if up > 0.0:
-            self._nu0 += 1
         else:
-            up = 0.0
-            self._nu0 = 0
-        down = self._d0 - z - f
-        if down > 0.0:
-            self._nd0 += 1
-        else:
-            down = 0.0
-            self._nd0 = 0
-        self._u0 = up
-        self._d0 = down
-        if up > self._hu0 or down > self._hd0:
-            self._fast_alarm(0, up > self._hu0)
-            return True
-        return False
-
-    def _chart1(self, z: float, f: float) -> bool:
-        """Update the second per-sample chart; True when it detected."""
-        up = self._u1 + z - f
-        if up > 0.0:
-            self._nu1 += 1
-        else:
-            up = 0.0
-            self._nu1 = 0
-        down = self._d1 - z - f
-        if down > 0.0:
-            self._nd1 += 1
-        else:
-            down = 0.0
-            self._nd1 = 0
-        self._u1 = up
-        self._d1 = down
-        if up > self._hu1 or down > self._hd1:
-            self._fast_alarm(1, up > self._hu1)
-            return True
-        return False
+            self._batches = batches
 
     def _fast_alarm(self, chart: int, up: bool) -> None:
         self._drift = True
@@ -535,11 +562,16 @@ class MeanShiftCUSUM(_Base):
             total += (1.0 - (j + 1) / (lags + 1)) * c
         var = self._var
         deff = 1.0 + 2.0 * total / var if var > 0.0 else 1.0
-        self._deff = deff if deff > 1.0 else 1.0
-        sd = max(math.sqrt(var * self._deff), self._floor)
+        if not deff > 1.0:
+            deff = 1.0
+        self._deff = deff
+        sd = math.sqrt(var * deff)
+        if self._floor > sd:  # max(sd, floor), without the call
+            sd = self._floor
         gb = self._m3 / (sd * sd * sd)
-        g = gb * math.sqrt(self.batch_size)
-        inv = 1.0 / (sd * math.sqrt(self.batch_size))
+        root = math.sqrt(self.batch_size)
+        g = gb * root
+        inv = 1.0 / (sd * root)
         self._h_up = self._h * _skew_factor(self.k, gb)
         self._h_down = self._h * _skew_factor(self.k, -gb)
         # the per-sample charts wait for twice the warm-up: a scale estimated from few batches
@@ -570,16 +602,6 @@ class MeanShiftCUSUM(_Base):
                 self._u1 > _FREEZE_FRACTION * self._hu1 or self._d1 > _FREEZE_FRACTION * self._hd1
             )
         return False
-
-    def _learn_correlation(self, d: float, b: float) -> None:
-        """Update the lagged covariances of batch-mean deviations (see :meth:`_scale`)."""
-        cov = self._cov
-        lagged = self._lagged
-        for j, y in enumerate(lagged):
-            c = cov[j]
-            cov[j] = c + b * (d * y - c)
-        lagged.insert(0, d)
-        lagged.pop()
 
     @property
     def drift_detected(self) -> bool:

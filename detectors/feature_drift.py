@@ -187,7 +187,7 @@ class FeatureDrift(_FailureModeDetector):
         # (key, column) of the metrics, in column order
         self._plain = [
             (name.rpartition(".")[2], name.startswith("timings."), column)
-            for name, column in zip(self._names[:plain], self._columns, strict=True)
+            for name, column in zip(self._names[:plain], self._columns[:plain], strict=True)
         ]
         self._metric_columns = [
             (name.partition(".")[2], column)
@@ -214,8 +214,17 @@ class FeatureDrift(_FailureModeDetector):
             timings = _NO_TIMINGS
         metrics = event.metrics
         pos = self._pos
-        if self._length < self._size:  # the columns grow until the ring is full
-            self._grow(event, timings, metrics)
+        length = self._length
+        if length < self._size:
+            # The columns grow until the ring is full (inlined, not a helper: in a daemon
+            # watching many segments, most of them are young and grow on most events).
+            for attribute, in_timings, column in self._plain:
+                value = getattr(timings if in_timings else event, attribute)
+                column.append(_NAN if value is None else value)
+            for key, column in self._metric_columns:
+                value = None if metrics is None else metrics.get(key)
+                column.append(_NAN if value is None else value)
+            self._length = length + 1
         else:
             for attribute, in_timings, column in self._plain:
                 value = getattr(timings if in_timings else event, attribute)
@@ -233,17 +242,6 @@ class FeatureDrift(_FailureModeDetector):
             return
         self._left = self.every
         self._test_all()
-
-    def _grow(
-        self, event: EventLike, timings: TimingsLike, metrics: Mapping[str, float] | None
-    ) -> None:
-        for attribute, in_timings, column in self._plain:
-            value = getattr(timings if in_timings else event, attribute)
-            column.append(_NAN if value is None else value)
-        for key, column in self._metric_columns:
-            value = None if metrics is None else metrics.get(key)
-            column.append(_NAN if value is None else value)
-        self._length += 1
 
     def _discover(self, metrics: Mapping[str, float], pos: int) -> None:
         """Watch the keys of ``metrics`` not seen before, while fields are left."""
@@ -267,8 +265,10 @@ class FeatureDrift(_FailureModeDetector):
             windows = self._windows(column)
             if windows is None:
                 continue
-            reference, current = windows
-            d, deff, self._deff[i] = compare_windows(reference, current, self.block, self._deff[i])
+            reference, current, ordered = windows
+            d, deff, self._deff[i] = compare_windows(
+                reference, current, self.block, self._deff[i], ordered
+            )
             n, m = len(reference), len(current)
             crit = max(self._x * math.sqrt(deff * (n + m) / (n * m)), self.min_distance)
             self._d[i] = d
@@ -282,9 +282,12 @@ class FeatureDrift(_FailureModeDetector):
         if changed:
             self._raise(changed)
 
-    def _windows(self, column: array[float]) -> tuple[np.ndarray, np.ndarray] | None:
-        """The finite values of the reference and current windows, or None when too few."""
-        ring = np.frombuffer(column, dtype=np.float32).astype(np.float64)
+    def _windows(
+        self, column: array[float]
+    ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]] | None:
+        """The finite values of the reference and current windows and the two sorted (in
+        double precision), or None when too few."""
+        ring = np.frombuffer(column, dtype=np.float32)
         pos = self._pos
         values = np.concatenate((ring[pos:], ring[:pos]))
         reference = values[: self.reference]
@@ -293,7 +296,11 @@ class FeatureDrift(_FailureModeDetector):
         current = current[np.isfinite(current)]
         if 2 * len(reference) < self.reference or 2 * len(current) < self.window:
             return None
-        return reference, current
+        # Sorted in single precision, then widened: the same values in the same order (the
+        # widening is exact and keeps the order; only zeros of either sign, which compare
+        # equal, may come in another order) for about half the time of sorting doubles.
+        ordered = (np.sort(reference).astype(np.float64), np.sort(current).astype(np.float64))
+        return reference.astype(np.float64), current.astype(np.float64), ordered
 
     def _raise(self, changed: list[tuple[str, float, float, np.ndarray, np.ndarray]]) -> None:
         parts = []

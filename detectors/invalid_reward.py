@@ -164,10 +164,22 @@ class InvalidReward(_FailureModeDetector):
             return
         low = event.reward_min
         high = event.reward_max
+        # A reward within [low, high] is within the slack (the slack only widens the range):
+        # the slack is computed for a reward outside only (this is the per-event path).
         bad = reward - reward != 0.0  # NaN or infinite
-        if not bad and low is not None and reward < low - _SLACK * (1.0 + abs(low)):
+        if (
+            not bad
+            and low is not None
+            and reward < low
+            and reward < low - _SLACK * (1.0 + abs(low))
+        ):
             bad = True
-        if not bad and high is not None and reward > high + _SLACK * (1.0 + abs(high)):
+        if (
+            not bad
+            and high is not None
+            and reward > high
+            and reward > high + _SLACK * (1.0 + abs(high))
+        ):
             bad = True
         counter = self._range
         # A clean episode in a quiet span changes nothing (the slot, not ``active``: this is
@@ -188,22 +200,23 @@ class InvalidReward(_FailureModeDetector):
                 self._alarm = self._rise_alarm(bound, "share of rewards at a declared bound")
             if at_bound:
                 return
-        self._update_repeats(reward, event.group_id)
-
-    def _update_repeats(self, reward: float, group_id: str | None) -> None:
+        # The repeat share (inlined, not a helper: most episodes of a continuous reward
+        # come here).
+        group_id = event.group_id
         counts = self._counts
         ring = self._recent
         pos = self._pos
-        if pos < len(ring):
+        try:
             old = ring[pos]
+        except IndexError:  # only while the ring grows to ``memory``
+            ring.append(reward)
+        else:
             entry = counts[old]
             if entry[0] == 1:
                 del counts[old]
             else:
                 entry[0] -= 1
             ring[pos] = reward
-        else:
-            ring.append(reward)
         pos += 1
         self._pos = 0 if pos == self.memory else pos
         found = counts.get(reward)

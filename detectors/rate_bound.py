@@ -160,17 +160,24 @@ class RateBound(_Base):
         pos = self._pos
         old = ring[pos]
         ring[pos] = x
+        window = self.window
         pos += 1
-        self._pos = 0 if pos == self.window else pos
-        bit = 1 if x else 0
-        old_bit = 1 if old else 0
+        self._pos = 0 if pos == window else pos
         n = self._n
-        if n < self.window:
+        if n < window:
             n += 1
             self._n = n
-        elif bit == old_bit:
-            return  # a full window that swapped an observation for an equal one
-        count = self._count + bit - old_bit
+            count = self._count + (1 if x else 0) - (1 if old else 0)
+        # A full window (the common case) that swapped an observation for an equal one (as
+        # positives) changes nothing else: tested first, without computing the bits.
+        elif x:
+            if old:
+                return
+            count = self._count + 1
+        elif old:
+            count = self._count - 1
+        else:
+            return
         self._count = count
         if n < self.min_samples:
             return

@@ -568,6 +568,22 @@ def test_feature_drift_discovers_metrics_up_to_max_fields() -> None:
     assert detector.watched == ("prompt_tokens", "metrics.a", "metrics.b")
 
 
+def test_feature_drift_watches_a_metric_named_in_fields_from_the_start() -> None:
+    # a metrics.<key> among the fields used to fail the constructor (its column was paired
+    # with the plain fields); it is watched like a plain field, and found drifting
+    rng = np.random.default_rng(65)
+    detector = FeatureDrift(fields=("prompt_tokens", "metrics.pass_rate"), metrics=False)
+    assert detector.watched == ("prompt_tokens", "metrics.pass_rate")
+    values = rng.normal(0.5, 0.05, 12_000) + np.where(np.arange(12_000) >= 6000, 0.2, 0.0)
+    stream = [
+        event(prompt_tokens=int(p), metrics={"pass_rate": v})
+        for p, v in zip(rng.integers(100, 900, 12_000).tolist(), values.tolist(), strict=True)
+    ]
+    found = alarms(detector, stream)
+    assert found and found[0][0] >= 6000
+    assert found[0][1].summary.startswith("metrics.pass_rate drifted")
+
+
 def test_feature_drift_ignores_a_slow_latency_drift() -> None:
     rng = np.random.default_rng(60)
     scale = np.linspace(1.0, 1.5, 60_000)
