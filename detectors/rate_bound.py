@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from statistics import NormalDist
 
@@ -31,24 +32,16 @@ def wilson_lower_bound(successes: int, n: int, z: float) -> float:
     return max((centre - spread) / (1.0 + z2n), 0.0)
 
 
-#: Wilson bounds computed for :attr:`RateBound.statistic` while ``_lower`` is ``_STALE``, by
-#: ``(count, n, z)``. A healthy window repeats a few counts (full, with a low count), and the
-#: exporter reads the statistic of every segment on each scrape: a dict look-up instead of the
-#: formula. Emptied when it reaches :data:`_STALE_BOUNDS_MAX` entries.
-_STALE_BOUNDS: dict[tuple[int, int, float], float] = {}
-_STALE_BOUNDS_MAX = 4096
+@functools.lru_cache(maxsize=4096)
+def _stale_bound(successes: int, n: int, z: float) -> float:
+    """:func:`wilson_lower_bound`, remembered for :attr:`RateBound.statistic` while
+    ``_lower`` is ``_STALE``: a healthy window repeats a few counts (full, with a low count),
+    and the exporter reads the statistic of every segment on each scrape.
 
-
-def _stale_bound(key: tuple[int, int, float]) -> float:
-    """``wilson_lower_bound(*key)``, remembered in :data:`_STALE_BOUNDS`.
-
-    >>> _stale_bound((3, 500, 4.0)) == wilson_lower_bound(3, 500, 4.0) == _STALE_BOUNDS[3, 500, 4.0]
+    >>> _stale_bound(3, 500, 4.0) == wilson_lower_bound(3, 500, 4.0)
     True
     """
-    if len(_STALE_BOUNDS) >= _STALE_BOUNDS_MAX:
-        _STALE_BOUNDS.clear()
-    bound = _STALE_BOUNDS[key] = wilson_lower_bound(*key)
-    return bound
+    return wilson_lower_bound(successes, n, z)
 
 
 class RateBound(_Base):
@@ -218,9 +211,7 @@ class RateBound(_Base):
         """The Wilson lower bound of the rate (0 before ``min_samples`` observations)."""
         lower = self._lower
         if lower == _STALE:  # computed, not stored: the exporter reads from another thread
-            key = (self._count, self._n, self._z)
-            found = _STALE_BOUNDS.get(key)
-            return _stale_bound(key) if found is None else found
+            return _stale_bound(self._count, self._n, self._z)
         return lower
 
     @property

@@ -165,9 +165,7 @@ class ToolFailureRate(_FailureModeDetector):
         if errors > calls:
             errors = calls
         jump = self._jump
-        # one warning per change, from either test (``jump.active``, from its slot: this is
-        # the per-event path)
-        changing = not self._armed or jump._ref_boundary >= 0.0
+        changing = not self._armed or jump.active  # one warning per change, from either test
         jump.update(errors)
         self._add(calls, errors, changing)
         if jump._drift and self._alarm is None and not changing:  # the slot: per-event path

@@ -281,15 +281,15 @@ def test_feature_drift_statistic_is_max_over_fields() -> None:
 
 def test_the_remembered_wilson_bounds_stay_the_formula_and_bounded() -> None:
     rng = random.Random(9)
-    for _ in range(3 * rate_bound._STALE_BOUNDS_MAX):
+    remembered = rate_bound._stale_bound
+    cap = remembered.cache_info().maxsize
+    assert cap is not None
+    for _ in range(3 * cap):
         n = rng.randrange(1, 3000)
         count = rng.randrange(0, n + 1)
         z = rng.choice([1.96, 4.5, 5.2])
-        key = (count, n, z)
-        found = rate_bound._STALE_BOUNDS.get(key)
-        bound = rate_bound._stale_bound(key) if found is None else found
-        assert _same(bound, wilson_lower_bound(count, n, z))
-        assert len(rate_bound._STALE_BOUNDS) <= rate_bound._STALE_BOUNDS_MAX
+        assert _same(remembered(count, n, z), wilson_lower_bound(count, n, z))
+        assert remembered.cache_info().currsize <= cap
     detector = RateBound(threshold=0.2, window=300, min_samples=10)
     for i in range(5000):
         detector.update(rng.random() < (0.05 if i % 2000 < 1500 else 0.4))
