@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
+import monitor.source
 from monitor.source import BACKENDS, Batch, RawMessage, SourceError, TopicPartition, make_source
 from monitor.source._config import (
     CONSUMER_OWNED_KEYS,
@@ -166,3 +170,27 @@ def test_make_source_names_the_valid_backends() -> None:
     with pytest.raises(ValueError, match=r"confluent.*kafka-python"):
         make_source("kafka", "127.0.0.1:9092", ["t"], "g")  # type: ignore[arg-type]
     assert BACKENDS == ("confluent", "kafka-python")
+
+
+def test_each_backend_library_is_imported_only_when_its_backend_is_used() -> None:
+    # A fresh interpreter: this one has imported both libraries for other tests.
+    script = (
+        "import sys\n"
+        "import monitor.daemon, monitor.source as s\n"
+        "print(sorted(m for m in ('kafka', 'confluent_kafka') if m in sys.modules))\n"
+        "print(s.KafkaPythonSource.__module__)\n"
+        "print(sorted(m for m in ('kafka', 'confluent_kafka') if m in sys.modules))\n"
+        "print(s.ConfluentDeadLetterSink.__module__)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:4] == [
+        "[]",
+        "monitor.source.kafka_python",
+        "['kafka']",
+        "monitor.source.confluent",
+    ]
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        monitor.source.Nope  # noqa: B018

@@ -7,8 +7,9 @@ Two backends implement :class:`Source` and :class:`DeadLetterSink`: ``confluent`
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from monitor.source.base import (
     Batch,
@@ -19,10 +20,21 @@ from monitor.source.base import (
     SourceError,
     TopicPartition,
 )
-from monitor.source.confluent import ConfluentDeadLetterSink, ConfluentSource
-from monitor.source.kafka_python import KafkaPythonDeadLetterSink, KafkaPythonSource
+
+if TYPE_CHECKING:
+    from monitor.source.confluent import ConfluentDeadLetterSink, ConfluentSource
+    from monitor.source.kafka_python import KafkaPythonDeadLetterSink, KafkaPythonSource
 
 Backend = Literal["confluent", "kafka-python"]
+#: The module of each backend, imported when the backend is first used: a daemon on one
+#: backend does not load the other client library (kafka-python alone is about 17 MB of RSS).
+_MODULES = {"confluent": "monitor.source.confluent", "kafka-python": "monitor.source.kafka_python"}
+_CLASSES = {
+    "ConfluentSource": "confluent",
+    "ConfluentDeadLetterSink": "confluent",
+    "KafkaPythonSource": "kafka-python",
+    "KafkaPythonDeadLetterSink": "kafka-python",
+}
 BACKENDS: tuple[str, ...] = get_args(Backend)
 
 __all__ = [
@@ -42,6 +54,14 @@ __all__ = [
     "make_dead_letter_sink",
     "make_source",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """The backend classes, their module imported on first access."""
+    backend = _CLASSES.get(name)
+    if backend is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_MODULES[backend]), name)
 
 
 def _check_backend(backend: str) -> None:
@@ -67,8 +87,8 @@ def make_source(
     ValueError: backend must be one of ['confluent', 'kafka-python'], got 'kafka'
     """
     _check_backend(backend)
-    cls = ConfluentSource if backend == "confluent" else KafkaPythonSource
-    return cls(
+    cls = __getattr__("ConfluentSource" if backend == "confluent" else "KafkaPythonSource")
+    source: Source = cls(
         bootstrap_servers,
         topics,
         group_id,
@@ -76,6 +96,7 @@ def make_source(
         on_revoke=on_revoke,
         extra_config=extra_config,
     )
+    return source
 
 
 def make_dead_letter_sink(
@@ -86,6 +107,6 @@ def make_dead_letter_sink(
 ) -> DeadLetterSink:
     """A producer to the dead-letter ``topic`` on the named backend."""
     _check_backend(backend)
-    if backend == "confluent":
-        return ConfluentDeadLetterSink(bootstrap_servers, topic, extra_config)
-    return KafkaPythonDeadLetterSink(bootstrap_servers, topic, extra_config)
+    name = "ConfluentDeadLetterSink" if backend == "confluent" else "KafkaPythonDeadLetterSink"
+    sink: DeadLetterSink = __getattr__(name)(bootstrap_servers, topic, extra_config)
+    return sink
