@@ -1,8 +1,44 @@
-"""A bounded window of recent event ids, to drop producer retries."""
+"""A bounded window of recent event ids, to drop producer retries.
+
+The window remembers 64-bit hashes of the ids (xxHash's XXH3), not the ids: 16 bytes per id
+in two sorted numpy arrays (hash, insertion number) instead of the id string and its set and
+deque slots (about 130 bytes, and the strings pinned the allocator's arenas that the rest of
+their batch was freed from). Two different ids of one window have the same hash with a
+probability of about ``capacity / 2**64`` per new id (5e-15 at 100,000): such an id would be
+counted as a duplicate.
+
+Ids recorded since the last merge wait in a dict (cheap to update one id at a time); once
+:data:`YOUNG` of them are waiting they are merged into the sorted arrays. The answers are
+exactly those of a set of the last ``capacity`` distinct hashes with a queue of their
+insertion order (an entry is in the window while its insertion number is among the last
+``capacity``; entries past it are dropped at the next merge).
+"""
 
 from __future__ import annotations
 
-from collections import deque
+from collections.abc import Sequence
+from operator import methodcaller
+from typing import Any
+
+import numpy as np
+import xxhash
+
+#: Ids recorded one by one are merged into the sorted arrays once this many are waiting.
+YOUNG = 8192
+#: The insertion number of a hash that is not in the window (below every window's floor).
+_ABSENT = -(1 << 62)
+_hash = xxhash.xxh3_64_intdigest
+# Ids are JSON strings: one may hold a lone surrogate ("\ud800"), which strict UTF-8 refuses.
+_encode = methodcaller("encode", "utf-8", "surrogatepass")
+
+
+def id_hash(event_id: str) -> int:
+    """The 64-bit hash the window keeps of ``event_id``.
+
+    >>> id_hash("a") == id_hash("a") != id_hash("b")
+    True
+    """
+    return int(_hash(_encode(event_id)))
 
 
 class RecentIds:
@@ -13,29 +49,122 @@ class RecentIds:
     [False, False, True, False, False, True]
     >>> ids.seen("c")  # "a" came back, so the window is now ("c", "a")
     True
+    >>> ids.seen_many(["b", "c", "b", "d"])  # the same answers, for a batch at once
+    [False, False, True, False]
     """
 
-    __slots__ = ("_members", "_order", "capacity")
+    __slots__ = ("_inserted", "_keys", "_numbers", "_young", "capacity")
 
     def __init__(self, capacity: int) -> None:
         if capacity < 0:
             raise ValueError(f"capacity must be >= 0, got {capacity}")
         self.capacity = capacity
-        self._order: deque[str] = deque()
-        self._members: set[str] = set()
+        self._inserted = 0  # ids recorded so far; the window holds the last `capacity`
+        self._keys = np.empty(0, dtype=np.uint64)  # merged hashes, sorted
+        self._numbers = np.empty(0, dtype=np.int64)  # their insertion numbers
+        self._young: dict[int, int] = {}  # hash -> insertion number, since the last merge
 
     def seen(self, event_id: str) -> bool:
         """True when ``event_id`` is in the window; otherwise record it and return False."""
-        members = self._members
-        if event_id in members:
-            return True
-        if self.capacity == 0:
+        capacity = self.capacity
+        if capacity == 0:
             return False
-        members.add(event_id)
-        self._order.append(event_id)
-        if len(members) > self.capacity:
-            members.discard(self._order.popleft())
+        key = _hash(_encode(event_id))
+        young = self._young
+        number = young.get(key)
+        if number is None:
+            number = self._merged_number(key)
+        inserted = self._inserted
+        if number >= inserted - capacity:
+            return True
+        young[key] = inserted
+        self._inserted = inserted + 1
+        if len(young) >= YOUNG:
+            self._merge()
         return False
 
+    def seen_many(self, event_ids: Sequence[str]) -> list[bool]:
+        """:meth:`seen` of each id in turn (later ids see the earlier ones recorded)."""
+        capacity = self.capacity
+        if capacity == 0:
+            return [False] * len(event_ids)
+        n = len(event_ids)
+        keys = np.fromiter(map(_hash, map(_encode, event_ids)), dtype=np.uint64, count=n)
+        merged = self._merged_numbers(keys)
+        young = self._young
+        inserted = self._inserted
+        out: list[bool] = []
+        for key, number in zip(keys.tolist(), merged.tolist(), strict=True):
+            recent = young.get(key)
+            if recent is not None:
+                number = recent  # recorded again after its merged entry left the window
+            if number >= inserted - capacity:
+                out.append(True)
+                continue
+            young[key] = inserted
+            inserted += 1
+            out.append(False)
+        self._inserted = inserted
+        if len(young) >= YOUNG:
+            self._merge()
+        return out
+
+    def _merged_number(self, key: int) -> int:
+        """Insertion number of one key among the merged entries (:data:`_ABSENT` if none)."""
+        merged = self._keys
+        at = int(np.searchsorted(merged, np.uint64(key)))
+        if at < len(merged) and int(merged[at]) == key:
+            return int(self._numbers[at])
+        return _ABSENT
+
+    def _merged_numbers(self, keys: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        """Insertion number of each key among the merged entries (:data:`_ABSENT` if none)."""
+        merged = self._keys
+        if not len(merged):
+            return np.full(len(keys), _ABSENT, dtype=np.int64)
+        at = np.searchsorted(merged, keys)
+        at[at == len(merged)] = 0
+        return np.where(merged[at] == keys, self._numbers[at], _ABSENT)
+
+    def _merge(self) -> None:
+        """Move the waiting ids into the sorted arrays, dropping what left the window."""
+        floor = self._inserted - self.capacity
+        young = self._young
+        new_keys = np.fromiter(young.keys(), dtype=np.uint64, count=len(young))
+        new_numbers = np.fromiter(young.values(), dtype=np.int64, count=len(young))
+        young.clear()
+        keep = new_numbers >= floor
+        new_keys, new_numbers = new_keys[keep], new_numbers[keep]
+        order = np.argsort(new_keys)
+        new_keys, new_numbers = new_keys[order], new_numbers[order]
+        # A hash recorded again left the window first: its old entry is below the floor.
+        keep = self._numbers >= floor
+        keys, numbers = self._keys[keep], self._numbers[keep]
+        at = np.searchsorted(keys, new_keys)
+        self._keys = np.insert(keys, at, new_keys)
+        self._numbers = np.insert(numbers, at, new_numbers)
+
     def __len__(self) -> int:
-        return len(self._members)
+        return min(self._inserted, self.capacity)
+
+    def __getstate__(self) -> dict[str, Any]:
+        self._merge()
+        return {
+            "capacity": self.capacity,
+            "inserted": self._inserted,
+            "keys": self._keys,
+            "numbers": self._numbers,
+        }
+
+    def __setstate__(self, state: Any) -> None:
+        self._young = {}
+        if isinstance(state, tuple):  # the layout before hashing: (None, {slot: value})
+            old = state[1]
+            self.__init__(old["capacity"])  # type: ignore[misc]
+            self.seen_many(list(old["_order"]))
+            self._merge()
+            return
+        self.capacity = state["capacity"]
+        self._inserted = state["inserted"]
+        self._keys = state["keys"]
+        self._numbers = state["numbers"]

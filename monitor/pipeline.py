@@ -257,24 +257,28 @@ class Pipeline:
             self.counters.event_age.observe(max(0.0, time.time() - self._newest_ts))
 
     def _route(self, messages: Iterable[MessageLike], batch: _Routed) -> None:
+        """Decode and refuse per message, ask each partition's window of recent ids about
+        all its valid events of the batch at once, then group the new ones by segment in
+        input order (segments are created in input order, so the cap treats them as when
+        events are processed one by one)."""
         max_bytes = self.settings.max_message_bytes
-        by_key = self.segments.by_key
-        get_segment = self.segments.get
-        groups = batch.groups
-        runs = batch.partition_runs
         index = self.index
         key: PartitionKey = None
         state: PartitionState | None = None
-        seen = None
-        run: list[Any] = []
+        # per run of consecutive messages of one partition: the run's [first input
+        # position, partition state, valid count], its key, valid events and their positions
+        runs: list[tuple[list[Any], PartitionKey, list[RolloutEvent], list[int]]] = []
+        events: list[RolloutEvent] = []
+        positions: list[int] = []
         try:
             for msg in messages:
                 msg_key = (msg.topic, msg.partition)
                 if msg_key != key or state is None:
                     key, state = msg_key, self.partition_state(msg_key)
-                    seen = state.dedup.seen
                     run = [index, state, 0]
-                    runs.append(run)
+                    batch.partition_runs.append(run)
+                    events, positions = [], []
+                    runs.append((run, key, events, positions))
                 index += 1
                 data = msg.value
                 if data is None:
@@ -282,27 +286,53 @@ class Pipeline:
                     self._refuse(msg, "invalid_json", "message has no value (tombstone)", state)
                     continue
                 try:
-                    event = decode_event(data, max_bytes)
+                    events.append(decode_event(data, max_bytes))
                 except InvalidEvent as exc:
                     self.index = index
                     self._refuse(msg, exc.reason, exc.detail, state)
                     continue
-                assert seen is not None
-                if seen(event.event_id):
-                    state.duplicates += 1
+                positions.append(index - 1)
+        finally:
+            self.index = index
+        if runs:  # then the loop ran: msg is bound
+            del msg  # the last message is not kept while the batch is routed
+        self._group(runs, batch)
+
+    def _group(
+        self,
+        runs: list[tuple[list[Any], PartitionKey, list[RolloutEvent], list[int]]],
+        batch: _Routed,
+    ) -> None:
+        repeats: dict[int, list[bool]] = {}  # by id of the run's list
+        by_state: dict[int, tuple[PartitionState, list[list[RolloutEvent]]]] = {}
+        for run, _, events, _ in runs:
+            by_state.setdefault(id(run[1]), (run[1], []))[1].append(events)
+        for state, event_lists in by_state.values():
+            answers = state.dedup.seen_many([e.event_id for events in event_lists for e in events])
+            start = 0
+            for events in event_lists:
+                repeats[id(events)] = answers[start : start + len(events)]
+                start += len(events)
+        by_key = self.segments.by_key
+        get_segment = self.segments.get
+        groups = batch.groups
+        for run, key, events, positions in runs:
+            routed = 0
+            for event, index, repeat in zip(events, positions, repeats[id(events)], strict=True):
+                if repeat:
                     continue
                 segment = by_key.get((event.run_id, event.env_id))
                 if segment is None:
                     segment = get_segment(event.run_id, event.env_id, key)
-                run[2] += 1
+                routed += 1
                 group = groups.get(segment)
                 if group is None:
-                    groups[segment] = ([event], [index - 1])
+                    groups[segment] = ([event], [index])
                 else:
                     group[0].append(event)
-                    group[1].append(index - 1)
-        finally:
-            self.index = index
+                    group[1].append(index)
+            run[1].duplicates += len(events) - routed
+            run[2] += routed
 
     def _detect(self, batch: _Routed) -> None:
         alarms: list[tuple[int, Segment, Alarm, float]] = []

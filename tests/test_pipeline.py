@@ -177,16 +177,16 @@ def test_released_batch_gives_the_same_results_and_frees_each_message_once_route
     state = released.partition_state(("rl.rollouts", 0))
     dedup = state.dedup
 
-    class Spy:  # the pipeline calls dedup.seen once per valid message, while routing
-        def seen(self, event_id: str) -> bool:
-            routed = 1 + len(alive_while_routing)  # the invalid first message, and these
-            alive_while_routing.append(sum(r() is not None for r in refs[:routed]))
-            return dedup.seen(event_id)
+    class Spy:  # the pipeline asks dedup about each partition run's valid events at once
+        def seen_many(self, event_ids: list[str]) -> list[bool]:
+            alive_while_routing.append(sum(r() is not None for r in refs))
+            return dedup.seen_many(event_ids)
 
     state.dedup = Spy()  # type: ignore[assignment]
     released.process_messages(batch, release=True)
     assert batch == [None] * len(values)
-    assert alive_while_routing == [0] * 3000, "routed messages are freed before the batch ends"
+    # one run (one partition), asked once all its messages were decoded and freed
+    assert alive_while_routing == [0], "decoded messages are freed before the batch ends"
     assert released.counters.processed == kept.counters.processed == 3000
     assert released_sink.sent == kept_sink.sent
     assert [(a.detector, a.status, a.event_index) for a in released_log.alerts] == [
