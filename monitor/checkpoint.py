@@ -178,9 +178,11 @@ class _HashingWriter:
         self.sha256 = hashlib.sha256()
         self.size = 0
 
-    def write(self, data: bytes) -> int:
+    def write(self, data: bytes | pickle.PickleBuffer) -> int:
+        # pickle hands over large buffers (a numpy array's data) as a PickleBuffer, which
+        # has no len()
         self.sha256.update(data)
-        self.size += len(data)
+        self.size += memoryview(data).nbytes
         return self.fh.write(data)
 
 

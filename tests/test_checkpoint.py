@@ -17,6 +17,7 @@ from monitor import checkpoint as ckpt
 from monitor.alerts import AlertLog, AlertTracker
 from monitor.checkpoint import Checkpoint, CheckpointError, DirectoryStore
 from monitor.config import DetectorSettings, PipelineSettings
+from monitor.dedup import RecentIds
 from monitor.pipeline import Pipeline
 
 _VERSION = f'"format_version": {ckpt.FORMAT_VERSION}'.encode()
@@ -251,3 +252,21 @@ def test_damaged_pipeline_checkpoint_is_refused(
     with pytest.raises(CheckpointError) as info:
         ckpt.decode("blob", damaged)
     assert reason in info.value.reason
+
+
+def test_a_full_duplicate_window_is_written_as_a_stream_and_read_back() -> None:
+    # 20,000 remembered ids: the window's arrays exceed pickle's 64 KiB frames, which
+    # pickle then hands to the writer as buffers of their own (not bytes)
+    pipeline, _ = _pipeline()
+    state = pipeline.partition_state(PARTITION)
+    state.dedup = RecentIds(50_000)
+    ids = [f"id-{i}" for i in range(20_000)]
+    assert not any(state.dedup.seen_many(ids))
+    buffer = io.BytesIO()
+    ckpt.write_stream(Checkpoint(*PARTITION, 20_000, pipeline.snapshot(PARTITION)), buffer)
+    blob = buffer.getvalue()
+    header, payload = _split(blob)
+    assert header["payload_bytes"] == len(payload)
+    window = ckpt.decode("blob", blob).state.state.dedup
+    assert len(window) == 20_000
+    assert window.seen_many([*ids[::1000], "new"]) == [True] * 20 + [False]
