@@ -114,22 +114,34 @@ class PipelineCounters:
         return total
 
 
+class _Run:
+    """A run of consecutive messages of one partition in a micro-batch."""
+
+    __slots__ = ("events", "key", "positions", "repeats", "start", "state", "valid")
+
+    def __init__(self, start: int, key: PartitionKey, state: PartitionState) -> None:
+        self.start = start  # input position of its first message
+        self.key = key
+        self.state = state
+        self.events: list[RolloutEvent] = []  # its valid events
+        self.positions: list[int] = []  # and their input positions
+        self.repeats: list[bool] = []  # which of them the partition's window has seen
+        self.valid = 0  # events routed (valid and not repeats), counted once detected
+
+
 class _Routed:
     """A micro-batch after routing: each segment's events and input positions, in order."""
 
-    __slots__ = ("groups", "partition_runs")
+    __slots__ = ("groups", "runs")
 
     def __init__(self) -> None:
         self.groups: dict[Segment, tuple[list[RolloutEvent], list[int]]] = {}
-        # [first input position, partition state, valid events] of each run of consecutive
-        # messages of one partition
-        self.partition_runs: list[list[Any]] = []
+        self.runs: list[_Run] = []
 
     def state_of(self, index: int) -> PartitionState:
         """The partition state of the message at input position ``index`` (a routed one)."""
-        starts = [run[0] for run in self.partition_runs]
-        state: PartitionState = self.partition_runs[bisect.bisect_right(starts, index) - 1][1]
-        return state
+        starts = [run.start for run in self.runs]
+        return self.runs[bisect.bisect_right(starts, index) - 1].state
 
 
 def _released(messages: Sequence[MessageLike]) -> Iterator[MessageLike]:
@@ -265,9 +277,7 @@ class Pipeline:
         index = self.index
         key: PartitionKey = None
         state: PartitionState | None = None
-        # per run of consecutive messages of one partition: the run's [first input
-        # position, partition state, valid count], its key, valid events and their positions
-        runs: list[tuple[list[Any], PartitionKey, list[RolloutEvent], list[int]]] = []
+        runs = batch.runs
         events: list[RolloutEvent] = []
         positions: list[int] = []
         try:
@@ -275,10 +285,9 @@ class Pipeline:
                 msg_key = (msg.topic, msg.partition)
                 if msg_key != key or state is None:
                     key, state = msg_key, self.partition_state(msg_key)
-                    run = [index, state, 0]
-                    batch.partition_runs.append(run)
-                    events, positions = [], []
-                    runs.append((run, key, events, positions))
+                    run = _Run(index, key, state)
+                    runs.append(run)
+                    events, positions = run.events, run.positions
                 index += 1
                 data = msg.value
                 if data is None:
@@ -296,29 +305,32 @@ class Pipeline:
             self.index = index
         if runs:  # then the loop ran: msg is bound
             del msg  # the last message is not kept while the batch is routed
-        self._group(runs, batch)
+        self._drop_repeats(runs)
+        self._group(runs, batch.groups)
+
+    @staticmethod
+    def _drop_repeats(runs: list[_Run]) -> None:
+        """Mark the repeats of recent ids: one call per partition for all its runs."""
+        by_state: dict[PartitionState, list[_Run]] = {}
+        for run in runs:
+            by_state.setdefault(run.state, []).append(run)
+        for state, of_state in by_state.items():
+            repeats = state.dedup.seen_many([e.event_id for run in of_state for e in run.events])
+            start = 0
+            for run in of_state:
+                end = start + len(run.events)
+                run.repeats = repeats[start:end]
+                start = end
 
     def _group(
-        self,
-        runs: list[tuple[list[Any], PartitionKey, list[RolloutEvent], list[int]]],
-        batch: _Routed,
+        self, runs: list[_Run], groups: dict[Segment, tuple[list[RolloutEvent], list[int]]]
     ) -> None:
-        repeats: dict[int, list[bool]] = {}  # by id of the run's list
-        by_state: dict[int, tuple[PartitionState, list[list[RolloutEvent]]]] = {}
-        for run, _, events, _ in runs:
-            by_state.setdefault(id(run[1]), (run[1], []))[1].append(events)
-        for state, event_lists in by_state.values():
-            answers = state.dedup.seen_many([e.event_id for events in event_lists for e in events])
-            start = 0
-            for events in event_lists:
-                repeats[id(events)] = answers[start : start + len(events)]
-                start += len(events)
         by_key = self.segments.by_key
         get_segment = self.segments.get
-        groups = batch.groups
-        for run, key, events, positions in runs:
+        for run in runs:
+            key = run.key
             routed = 0
-            for event, index, repeat in zip(events, positions, repeats[id(events)], strict=True):
+            for event, index, repeat in zip(run.events, run.positions, run.repeats, strict=True):
                 if repeat:
                     continue
                 segment = by_key.get((event.run_id, event.env_id))
@@ -331,8 +343,8 @@ class Pipeline:
                 else:
                     group[0].append(event)
                     group[1].append(index)
-            run[1].duplicates += len(events) - routed
-            run[2] += routed
+            run.state.duplicates += len(run.events) - routed
+            run.valid = routed
 
     def _detect(self, batch: _Routed) -> None:
         alarms: list[tuple[int, Segment, Alarm, float]] = []
@@ -349,8 +361,8 @@ class Pipeline:
                 alarms.append((indexes[i], segment, alarm, events[i].ts))
             for i, error in failed.items():
                 self._detector_failed(events[i], error, batch.state_of(indexes[i]))
-        for _, state, valid in batch.partition_runs:  # counted once the detectors have run
-            state.processed += valid
+        for run in batch.runs:  # counted once the detectors have run
+            run.state.processed += run.valid
         self._newest_ts = newest
         if len(alarms) > 1:
             alarms.sort(key=lambda a: a[0])  # stable: a segment's alarms keep their order
