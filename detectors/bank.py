@@ -57,6 +57,12 @@ DETECTORS: dict[str, type[_FailureModeDetector]] = {
 DEFAULT_ENABLED: tuple[str, ...] = tuple(DETECTORS)
 
 _NO_ALARMS: tuple[Alarm, ...] = ()
+#: Fewer events than this go through :meth:`DetectorBank.update` one by one: setting up each
+#: detector's pass of :meth:`DetectorBank.update_batch` costs about 0.3 µs, more than it
+#: saves on one or two events (a segment's share of a micro-batch when there are many
+#: segments). Timed on one warm bank (µs per event): per event 13.1; batches of 1: 17.4,
+#: of 2: 14.9, of 5: 13.4, of 20: 11.7.
+BATCH_FROM = 4
 
 
 @functools.cache
@@ -214,7 +220,9 @@ class DetectorBank(_Base):
         ``(position in events, alarm)`` in the order per-event updates raise them (by
         event, then in ``enabled`` order), and the events a detector failed on
         (``position -> exception``). As with :meth:`update`, an event a detector fails on
-        is not shown to the detectors after it and its alarms are dropped.
+        is not shown to the detectors after it and its alarms are dropped. Fewer than
+        :data:`BATCH_FROM` events (with many segments, a segment's share of a micro-batch)
+        are updated one by one instead, with the same results.
 
         >>> from types import SimpleNamespace
         >>> from detectors.protocol import EVENT_FIELDS
@@ -226,6 +234,8 @@ class DetectorBank(_Base):
         >>> [(i, a.detector) for i, a in found], failed
         ([(3, 'masked_failure')], {})
         """
+        if len(events) < BATCH_FROM:
+            return self._update_each(events)
         found: list[tuple[int, int, Alarm]] = []
         failed: dict[int, Exception] = {}
         every: Sequence[int] = range(len(events))
@@ -255,6 +265,24 @@ class DetectorBank(_Base):
         if len(found) > 1:
             found.sort(key=lambda f: (f[0], f[1]))
         return [(i, alarm) for i, _, alarm in found], failed
+
+    def _update_each(
+        self, events: Sequence[EventLike]
+    ) -> tuple[list[tuple[int, Alarm]], dict[int, Exception]]:
+        """:meth:`update_batch` for a few events: :meth:`update` on each in turn, which
+        gives the same state, alarms and failures (a detector that fails on an event stops
+        that event, as in the batch)."""
+        found: list[tuple[int, Alarm]] = []
+        failed: dict[int, Exception] = {}
+        for i, event in enumerate(events):
+            try:
+                alarms = self.update(event)
+            except Exception as exc:  # the caller counts and logs it
+                failed[i] = exc
+                continue
+            for alarm in alarms:
+                found.append((i, alarm))
+        return found, failed
 
     @property
     def detectors(self) -> Mapping[str, _FailureModeDetector]:

@@ -16,6 +16,7 @@ import pytest
 
 from detectors import BankConfig, DetectorBank
 from detectors.alarm import Alarm
+from detectors.bank import BATCH_FROM
 from detectors.rate_bound import RateBound, wilson_lower_bound
 from monitor.alerts import AlertTracker
 from monitor.config import DetectorSettings, PipelineSettings
@@ -100,7 +101,8 @@ def test_events_without_a_required_field_skip_only_that_detector() -> None:
     assert seen == with_hash
 
 
-def test_a_failing_detector_drops_that_event_for_the_later_detectors() -> None:
+@pytest.mark.parametrize("chunk", [1, BATCH_FROM - 1, BATCH_FROM, 600])
+def test_a_failing_detector_drops_that_event_for_the_later_detectors(chunk: int) -> None:
     events = _stream(3000, 6)[:600]
     bad = {17, 250, 599}
 
@@ -117,9 +119,13 @@ def test_a_failing_detector_drops_that_event_for_the_later_detectors() -> None:
 
         cls.update = failing  # type: ignore[method-assign]
         try:
-            if batched:
-                found, failed = bank.update_batch(events)
-                return [(i, a.detector) for i, a in found], set(failed), _state(bank)
+            if batched:  # in chunks, below and from BATCH_FROM events
+                alarms, failures = [], set()
+                for start in range(0, len(events), chunk):
+                    found, failed = bank.update_batch(events[start : start + chunk])
+                    alarms += [(start + i, a.detector) for i, a in found]
+                    failures |= {start + i for i in failed}
+                return alarms, failures, _state(bank)
             alarms, failures = [], set()
             for i, event in enumerate(events):
                 try:
