@@ -58,7 +58,7 @@ DEFAULT_ENABLED: tuple[str, ...] = tuple(DETECTORS)
 
 _NO_ALARMS: tuple[Alarm, ...] = ()
 #: Fewer events than this go through :meth:`DetectorBank.update` one by one: setting up each
-#: detector's pass of :meth:`DetectorBank.update_batch` costs about 0.3 µs, more than it
+#: detector's pass of :meth:`DetectorBank.update_batch` costs about 0.4 µs, more than it
 #: saves on one or two events (a segment's share of a micro-batch when there are many
 #: segments). Timed on one warm bank (µs per event): per event 13.1; batches of 1: 17.4,
 #: of 2: 14.9, of 5: 13.4, of 20: 11.7.

@@ -38,7 +38,7 @@ def id_hash(event_id: str) -> int:
     >>> id_hash("a") == id_hash("a") != id_hash("b")
     True
     """
-    return int(_hash(_encode(event_id)))
+    return _hash(_encode(event_id))
 
 
 class RecentIds:
@@ -69,7 +69,7 @@ class RecentIds:
         capacity = self.capacity
         if capacity == 0:
             return False
-        key = _hash(_encode(event_id))
+        key = id_hash(event_id)
         young = self._young
         number = young.get(key)
         if number is None:
@@ -157,13 +157,13 @@ class RecentIds:
         }
 
     def __setstate__(self, state: Any) -> None:
-        self._young = {}
         if isinstance(state, tuple):  # the layout before hashing: (None, {slot: value})
             old = state[1]
             self.__init__(old["capacity"])  # type: ignore[misc]
             self.seen_many(list(old["_order"]))
             self._merge()
             return
+        self._young = {}
         self.capacity = state["capacity"]
         self._inserted = state["inserted"]
         self._keys = state["keys"]

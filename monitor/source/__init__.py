@@ -26,14 +26,13 @@ if TYPE_CHECKING:
     from monitor.source.kafka_python import KafkaPythonDeadLetterSink, KafkaPythonSource
 
 Backend = Literal["confluent", "kafka-python"]
-#: The module of each backend, imported when the backend is first used: a daemon on one
+#: The module of each backend class, imported when the class is first used: a daemon on one
 #: backend does not load the other client library (kafka-python alone is about 17 MB of RSS).
-_MODULES = {"confluent": "monitor.source.confluent", "kafka-python": "monitor.source.kafka_python"}
 _CLASSES = {
-    "ConfluentSource": "confluent",
-    "ConfluentDeadLetterSink": "confluent",
-    "KafkaPythonSource": "kafka-python",
-    "KafkaPythonDeadLetterSink": "kafka-python",
+    "ConfluentSource": "monitor.source.confluent",
+    "ConfluentDeadLetterSink": "monitor.source.confluent",
+    "KafkaPythonSource": "monitor.source.kafka_python",
+    "KafkaPythonDeadLetterSink": "monitor.source.kafka_python",
 }
 BACKENDS: tuple[str, ...] = get_args(Backend)
 
@@ -58,10 +57,10 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     """The backend classes, their module imported on first access."""
-    backend = _CLASSES.get(name)
-    if backend is None:
+    module = _CLASSES.get(name)
+    if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_MODULES[backend]), name)
+    return getattr(importlib.import_module(module), name)
 
 
 def _check_backend(backend: str) -> None:
