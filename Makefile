@@ -10,10 +10,11 @@ VENV_DIR ?= $(CURDIR)/.venv
 PYTHON := $(VENV_DIR)/bin/python
 export VENV_DIR
 
-.PHONY: help install stack-up stack-down stack-status test lint demo bench bench-detect clean
+.PHONY: help install compile stack-up stack-down stack-status test lint demo bench bench-detect clean
 
 help:
 	@echo "make install       Debian packages, Kafka jars, venv (deploy/install.sh)"
+	@echo "make compile       compile the detector library with mypyc (install does it too)"
 	@echo "make stack-up      start Kafka, Prometheus, Alertmanager, webhook receiver"
 	@echo "make stack-down    stop them (deploy/stack.sh down --purge also deletes data)"
 	@echo "make stack-status  show what runs"
@@ -26,6 +27,9 @@ help:
 
 install:
 	deploy/install.sh
+
+compile:
+	$(PYTHON) deploy/compile_detectors.py
 
 stack-up: install
 	deploy/stack.sh up
@@ -56,5 +60,6 @@ bench-detect: install
 clean:
 	deploy/stack.sh down --purge
 	rm -rf .pytest_cache .mypy_cache .ruff_cache build dist deploy/kafka/target
+	$(PYTHON) deploy/compile_detectors.py --clean || true
 	find . -path ./.venv -prune -o \( -name __pycache__ -o -name '*.egg-info' \) -type d -print0 \
 		| xargs -0 rm -rf

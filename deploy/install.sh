@@ -7,8 +7,11 @@
 #   2. Kafka broker jars: resolved by Maven from deploy/kafka/pom.xml into KAFKA_LIBS_DIR,
 #      only when that folder lacks the broker jar of the pom's version or was filled from
 #      another version of the pom.
-#   3. The project's virtualenv with `pip install -e '.[test]'`, created when missing and
-#      re-installed when pyproject.toml is newer than the stamp the last install left.
+#   3. The project's virtualenv with `pip install -e '.[test,compile]'`, created when missing
+#      and re-installed when pyproject.toml is newer than the stamp the last install left.
+#   4. The detector library compiled with mypyc (deploy/compile_detectors.py), when a source
+#      changed since the last build; gcc (Debian) when there is no C compiler.
+#      ROLLOUT_MONITOR_PURE_PYTHON=1 skips it (the detectors then run as Python).
 #
 # Usage: deploy/install.sh
 #
@@ -50,6 +53,7 @@ install_debian_packages() {
         [kcat]=kcat
         [java]=openjdk-17-jre-headless
         [mvn]=maven
+        [cc]=gcc
     )
     local -A wanted=()
     local binary
@@ -61,7 +65,7 @@ install_debian_packages() {
         [[ -x $VENV_DIR/bin/python ]] || wanted[python3-venv]=1
     fi
     if [[ ${#wanted[@]} -eq 0 ]]; then
-        say "Debian packages: present (prometheus, promtool, prometheus-alertmanager, amtool, kcat)"
+        say "Debian packages: present (prometheus, promtool, prometheus-alertmanager, amtool, kcat, gcc)"
         return
     fi
     local packages
@@ -148,12 +152,26 @@ install_venv() {
         return
     fi
     say "virtualenv: pip install -e '.[test]' into $VENV_DIR"
-    "$VENV_DIR/bin/python" -m pip install -q --disable-pip-version-check -e "${REPO_DIR}[test]" ||
+    "$VENV_DIR/bin/python" -m pip install -q --disable-pip-version-check \
+        -e "${REPO_DIR}[test,compile]" ||
         die "pip install failed (see its output above)"
     touch "$VENV_STAMP"
+}
+
+compile_detectors() {
+    if [[ ${ROLLOUT_MONITOR_PURE_PYTHON:-} == 1 ]]; then
+        say "detectors: not compiled (ROLLOUT_MONITOR_PURE_PYTHON=1)"
+        return
+    fi
+    "$VENV_DIR/bin/python" -c 'import sysconfig, os, sys
+sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' ||
+        die "the Python headers (Python.h) are missing: install python3-dev, or set ROLLOUT_MONITOR_PURE_PYTHON=1"
+    "$VENV_DIR/bin/python" "$REPO_DIR/deploy/compile_detectors.py" | sed 's/^/install: /' ||
+        die "compiling the detectors failed (see above); ROLLOUT_MONITOR_PURE_PYTHON=1 skips it"
 }
 
 install_debian_packages
 fetch_kafka_libs
 install_venv
+compile_detectors
 say "done"

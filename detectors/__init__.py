@@ -5,7 +5,15 @@ Statistical building blocks take scalars (:class:`MeanShiftCUSUM`, :class:`Berno
 assembles groups of episodes); failure-mode detectors take rollout events and raise
 :class:`Alarm` objects; :class:`DetectorBank` runs the detectors of one segment. ``DETECTORS``
 maps each detector id to its class.
+
+``COMPILED`` says whether the modules run compiled with mypyc (``deploy/compile_detectors.py``,
+run by ``make install``); without a build they run as Python, with the same results.
 """
+
+from detectors.compiled import check as _check_build
+
+#: Whether the detector modules are the mypyc build (checked against their sources first).
+COMPILED = _check_build()
 
 from detectors.alarm import SEVERITIES, Alarm, Severity
 from detectors.bank import DEFAULT_ENABLED, DETECTORS, BankConfig, DetectorBank
@@ -33,6 +41,7 @@ from detectors.verifier_flakiness import VerifierFlakiness
 from detectors.zero_variance_groups import ZeroVarianceGroups
 
 __all__ = [
+    "COMPILED",
     "DEFAULT_ENABLED",
     "DETECTORS",
     "EVENT_FIELDS",

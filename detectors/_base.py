@@ -27,7 +27,40 @@ def percent(share: float) -> str:
     return f"{share:.1%}" if share < 0.1 else f"{share:.0%}"
 
 
-class _Base:
+def state_names(cls: type) -> list[str]:
+    """The instance attributes of ``cls``: its ``__slots__`` and those of its bases, or, for a
+    class compiled with mypyc (which keeps no ``__slots__``), the fields it lists in
+    ``__mypyc_attrs__`` (inherited ones included)."""
+    compiled: tuple[str, ...] | None = getattr(cls, "__mypyc_attrs__", None)
+    if compiled is not None:
+        return list(compiled)
+    return [name for klass in cls.__mro__ for name in getattr(klass, "__slots__", ())]
+
+
+class _Pickled:
+    """Pickles as Python pickles a class with ``__slots__`` and no ``__dict__``:
+    ``(None, {attribute: value})``, whether the class runs compiled or not.
+
+    A checkpoint written by the pure-Python detectors therefore loads into the compiled ones
+    and back (mypyc's own state is a plain dict, which Python's default restore of a slotted
+    object refuses). Compiled, unpickling calls ``__init__()`` before restoring the state (a
+    mypyc class is created through its constructor), so every subclass's constructor can be
+    called without arguments.
+    """
+
+    __slots__ = ()
+
+    def __getstate__(self) -> tuple[None, dict[str, Any]]:
+        return None, {
+            name: getattr(self, name) for name in state_names(type(self)) if hasattr(self, name)
+        }
+
+    def __setstate__(self, state: tuple[None, dict[str, Any]] | dict[str, Any]) -> None:
+        for name, value in (state[1] if isinstance(state, tuple) else state).items():
+            setattr(self, name, value)
+
+
+class _Base(_Pickled):
     """Constructor arguments are stored under their own names; ``repr`` and ``clone`` use them."""
 
     __slots__ = ()

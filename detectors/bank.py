@@ -131,6 +131,15 @@ class BankConfig:
         object.__setattr__(self, "overrides", overrides)
         self.build()  # bad override values fail here, not when the first event arrives
 
+    def __getstate__(self) -> dict[str, Any]:
+        return {"arl0": self.arl0, "enabled": self.enabled, "overrides": self.overrides}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """The fields, as Python restores a dataclass instance (compiled, the class has no
+        ``__dict__`` to update and refuses ``setattr``, being frozen)."""
+        for name, value in state.items():
+            object.__setattr__(self, name, value)
+
     @property
     def detector_arl0(self) -> float:
         """The budget each detector with a budget gets: ``arl0`` times their number."""
@@ -145,7 +154,10 @@ class BankConfig:
             cls = DETECTORS[detector_id]
             kwargs: dict[str, Any] = {"arl0": share} if cls.budgeted else {}
             kwargs.update(self.overrides.get(detector_id, {}))
-            detectors[detector_id] = cls(**kwargs)
+            try:
+                detectors[detector_id] = cls(**kwargs)
+            except TypeError as exc:  # a value of the wrong type (compiled: at the call)
+                raise ValueError(f"{detector_id} parameters {kwargs}: {exc}") from None
         return detectors
 
 
@@ -227,6 +239,7 @@ class DetectorBank(_Base):
         >>> from types import SimpleNamespace
         >>> from detectors.protocol import EVENT_FIELDS
         >>> events = [SimpleNamespace(**{**dict.fromkeys(EVENT_FIELDS), "ts": float(i),
+        ...           "run_id": "r", "env_id": "e", "phase": "train", "stop_reason": "stop",
         ...           "status": "completed", "reward": 0.0 if i == 3 else 1.0,
         ...           "error": SimpleNamespace(type="E", where="verifier") if i == 3 else None})
         ...           for i in range(5)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import ClassVar
 
-from detectors._base import _FailureModeDetector, check_param
+from detectors._base import _FailureModeDetector, _Pickled, check_param
 from detectors.alarm import Alarm, Severity
 from detectors.cusum import MeanShiftCUSUM, cusum_threshold
 from detectors.protocol import EventLike
@@ -13,14 +13,17 @@ from detectors.protocol import EventLike
 __all__ = ["ComponentImbalance"]
 
 
-class _Component:
+class _Component(_Pickled):
     """Running sums of one component over the current batch, and its change detectors."""
 
     __slots__ = ("count", "share", "spread", "squares", "total")
 
-    def __init__(self, spread: MeanShiftCUSUM, share: MeanShiftCUSUM) -> None:
-        self.spread = spread
-        self.share = share
+    def __init__(
+        self, spread: MeanShiftCUSUM | None = None, share: MeanShiftCUSUM | None = None
+    ) -> None:
+        # (the defaults serve unpickling, which calls the constructor when compiled)
+        self.spread = spread if spread is not None else MeanShiftCUSUM()
+        self.share = share if share is not None else MeanShiftCUSUM()
         self.count = 0
         self.total = 0.0
         self.squares = 0.0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from array import array
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import SimpleNamespace
 from typing import ClassVar
 
@@ -139,7 +139,7 @@ class FeatureDrift(_FailureModeDetector):
 
     def __init__(
         self,
-        fields: tuple[str, ...] = ("prompt_tokens", "timings.generate_s", "timings.score_s"),
+        fields: Sequence[str] = ("prompt_tokens", "timings.generate_s", "timings.score_s"),
         metrics: bool = True,
         max_fields: int = 8,
         window: int = 1024,
@@ -164,7 +164,7 @@ class FeatureDrift(_FailureModeDetector):
         check_param(0.0 <= min_distance < 1.0, "min_distance", "a number in [0, 1)", min_distance)
         # the same checks as a BatchKS of these sizes
         BatchKS(window=window, reference=reference, every=every, block=block, arl0=arl0)
-        self.fields = fields
+        self.fields = tuple(fields)
         self.metrics = metrics
         self.max_fields = max_fields
         self.window = window

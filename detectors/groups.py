@@ -6,7 +6,7 @@ import math
 from array import array
 from typing import Literal
 
-from detectors._base import _Base, check_param
+from detectors._base import _Base, _Pickled, check_param
 from detectors.protocol import EventLike
 
 __all__ = ["Group", "GroupAssembler"]
@@ -20,7 +20,7 @@ _SPANS = 256
 _MIN_SPAN = 16
 
 
-class Group:
+class Group(_Pickled):
     """What the detectors need to know of one group: its size, rewards and task identity.
 
     ``end`` says how the group was finished: ``complete`` (``group_size`` episodes arrived),
@@ -42,7 +42,9 @@ class Group:
         "task_id",
     )
 
-    def __init__(self, first_ts: float, size: int | None, task_id: str | None) -> None:
+    def __init__(
+        self, first_ts: float = 0.0, size: int | None = None, task_id: str | None = None
+    ) -> None:
         self.first_ts = first_ts
         self.first_index = 0
         self.size = size

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections import Counter
 from statistics import NormalDist
 
 from detectors._base import _Base, check_param
@@ -190,11 +191,7 @@ class RateBound(_Base):
 
     def label_counts(self) -> dict[int, int]:
         """Positive observations in the window by label (``True`` is label 1); O(window)."""
-        counts: dict[int, int] = {}
-        for label in self._ring:
-            if label:
-                counts[label] = counts.get(label, 0) + 1
-        return counts
+        return {label: n for label, n in Counter(self._ring).items() if label}
 
     @property
     def drift_detected(self) -> bool:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from detectors._base import _FailureModeDetector, check_param
@@ -140,7 +140,7 @@ class RewardHacking(_FailureModeDetector):
     def __init__(
         self,
         within: int = 2500,
-        correctness: tuple[str, ...] = ("correct",),
+        correctness: Sequence[str] = ("correct",),
         max_components: int = 8,
         k: float = 0.5,
         warmup: int = 512,
@@ -164,7 +164,7 @@ class RewardHacking(_FailureModeDetector):
             max_components,
         )
         self.within = within
-        self.correctness = correctness
+        self.correctness = tuple(correctness)
         self.max_components = max_components
         self.k = k
         self.warmup = warmup

@@ -165,16 +165,14 @@ class VerifierFlakiness(_RateDetector):
             )
 
     def __getstate__(self) -> tuple[None, dict[str, Any]]:
-        names = [name for klass in type(self).__mro__ for name in getattr(klass, "__slots__", ())]
-        state = {name: getattr(self, name) for name in names if hasattr(self, name)}
+        state = super().__getstate__()[1]
         state["_salt"] = _SALT
         return None, state
 
-    def __setstate__(self, state: tuple[None, dict[str, Any]]) -> None:
-        slots = dict(state[1])
+    def __setstate__(self, state: tuple[None, dict[str, Any]] | dict[str, Any]) -> None:
+        slots = dict(state[1] if isinstance(state, tuple) else state)
         salt = slots.pop("_salt", None)
-        for name, value in slots.items():
-            setattr(self, name, value)
+        super().__setstate__(slots)
         if salt != _SALT:  # restored in another process: the keys mean nothing here
             self._scores = OrderedDict()
 

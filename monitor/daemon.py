@@ -27,6 +27,7 @@ import time
 from collections.abc import Mapping
 from types import FrameType
 
+import detectors
 from monitor.alertmanager import AlertmanagerClient, tls_context
 from monitor.alerts import AlertsFile, AlertSink, AlertTracker
 from monitor.checkpoint import (
@@ -156,7 +157,12 @@ class Daemon:
             stack.callback(self.source.close)
             self._start_http(client)
             stack.callback(self._close_http)
-            log.info("consuming %s as group %s", ",".join(s.kafka.topics), s.kafka.group_id)
+            log.info(
+                "consuming %s as group %s (detectors: %s)",
+                ",".join(s.kafka.topics),
+                s.kafka.group_id,
+                "compiled" if detectors.COMPILED else "Python, not compiled: run `make compile`",
+            )
             self._loop()
             self._commit("stop")
             c = self.pipeline.counters

@@ -21,6 +21,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+import detectors
 from monitor import __version__
 from monitor.alertmanager import AlertmanagerClient
 from monitor.pipeline import Pipeline
@@ -31,15 +32,20 @@ SEGMENT_LABELS = ("run", "env")
 
 
 class BuildInfoCollector(Collector):
-    """``rollout_monitor_build_info{version="0.1.0",python="3.11.7"} 1``"""
+    """``rollout_monitor_build_info{version="0.1.0",python="3.11.7",detectors="compiled"} 1``
+
+    ``detectors`` is ``compiled`` when the detector library runs as its mypyc build
+    (``deploy/compile_detectors.py``), ``python`` otherwise (same results, more CPU).
+    """
 
     def collect(self) -> Iterator[Metric]:
         info = GaugeMetricFamily(
             "rollout_monitor_build_info",
             "Build information of the running daemon.",
-            labels=["version", "python"],
+            labels=["version", "python", "detectors"],
         )
-        info.add_metric([__version__, platform.python_version()], 1)
+        build = "compiled" if detectors.COMPILED else "python"
+        info.add_metric([__version__, platform.python_version(), build], 1)
         yield info
 
 

@@ -130,8 +130,8 @@ class SyntheticDaemon(Collector):
         doc = f"Synthetic {spec.name}."
         labels = list(spec.labels)
         if spec.name == "rollout_monitor_build_info":
-            info = GaugeMetricFamily(spec.name, doc, labels=["version", "python"])
-            info.add_metric([self.version, "3.11"], 1.0)
+            info = GaugeMetricFamily(spec.name, doc, labels=["version", "python", "detectors"])
+            info.add_metric([self.version, "3.11", "compiled"], 1.0)
             return info
         if spec.type == "counter":
             counter = CounterMetricFamily(spec.name, doc, labels=labels)

@@ -44,6 +44,7 @@ from detectors import (
     VerifierFlakiness,
     ZeroVarianceGroups,
 )
+from detectors._base import state_names
 from detectors.alarm import Alarm
 from monitor.events import ErrorInfo, RolloutEvent, Timings
 
@@ -103,7 +104,7 @@ def invariant_stream(n: int, seed: int, broken: bool) -> Iterator[bool]:
     rng = np.random.default_rng(seed)
     u = rng.random(n)
     for i in range(n):
-        yield broken and i >= n // 2 and u[i] < 0.05
+        yield bool(broken and i >= n // 2 and u[i] < 0.05)
 
 
 def episodes(n: int, seed: int, broken: bool = False) -> Iterator[RolloutEvent]:
@@ -480,7 +481,7 @@ def state_size(obj: Any, seen: set[int] | None = None) -> int:
         return len(obj) + sum(state_size(v, seen) for v in obj)
     if isinstance(obj, dict):
         return len(obj) + sum(state_size(v, seen) for v in obj.values())
-    slots = [s for klass in type(obj).__mro__ for s in getattr(klass, "__slots__", ())]
+    slots = state_names(type(obj))  # compiled classes list theirs in __mypyc_attrs__
     if slots:
         return sum(state_size(getattr(obj, s), seen) for s in slots if hasattr(obj, s))
     return state_size(vars(obj), seen)

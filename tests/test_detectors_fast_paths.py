@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from detectors import BernoulliCUSUM, FeatureDrift, InvalidReward
+from detectors._base import state_names
 from detectors.batch_ks import compare_windows, indicator_design_effect
 from detectors.cusum import MeanShiftCUSUM
 from detectors.rate_bound import RateBound
@@ -77,7 +78,7 @@ def test_invalid_reward_feeds_its_share_tests_as_their_update_would(batch_size: 
             repeat.update(reward in recent)
             recent.append(reward)
         for mine, plain in ((detector.bound_share, bound), (detector.repeat_share, repeat)):
-            for slot in BernoulliCUSUM.__slots__:
+            for slot in state_names(BernoulliCUSUM):
                 assert getattr(mine, slot) == getattr(plain, slot), (i, slot)
 
 

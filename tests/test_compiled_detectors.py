@@ -1,0 +1,213 @@
+"""The mypyc build of the detector library: in use, up to date, and the same as the Python.
+
+``make install`` compiles ``detectors/`` (``deploy/compile_detectors.py``). These tests fail,
+saying so, when the build is missing; they run the same simulated streams with faults
+through the compiled modules (this process) and through the Python sources (a subprocess
+that imports a copy of ``detectors/`` without the extensions), and compare every alarm,
+every detector's statistic, threshold and ``active`` flag along the way, and checkpoints
+written by one and restored by the other.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import detectors
+from detectors.compiled import (
+    COMPILED_MODULES,
+    MANIFEST,
+    StaleBuildError,
+    built_files,
+    check,
+    source_digests,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# The comparison: one function, run here (compiled) and in a subprocess (Python). It
+# returns what it saw, and pickles its banks halfway (a checkpoint) or resumes from one.
+RUN = textwrap.dedent(
+    """
+    import pickle
+    from detectors import DetectorBank
+    from monitor.events import InvalidEvent, decode_event
+    from monitor.simulate import Fault, SimulationConfig, generate
+
+    FAULTS = (
+        Fault("error_burst", "math-v2", 3000, end=5000),
+        Fault("reward_drop", "code-sandbox", 4000),
+        Fault("masked_failure", "tool-use", 5000),
+        Fault("truncation", "math-v2", 6000),
+        Fault("length_explosion", "tool-use", 7000),
+        Fault("zero_variance", "code-sandbox", 8000),
+        Fault("reward_hack", "math-v2", 9000),
+    )
+
+    def observe(bank):
+        return [
+            (i, d.statistic, d.threshold, d.active) for i, d in bank.detectors.items()
+        ]
+
+    def run(events, chunk, checkpoint, resume):
+        stream = []
+        for message in generate(SimulationConfig(seed=11, events=events, faults=FAULTS)):
+            try:
+                stream.append(decode_event(message))
+            except InvalidEvent:
+                continue
+        half = len(stream) // 2
+        if resume is None:
+            banks, start = {}, 0
+        else:
+            with open(resume, "rb") as f:
+                banks, start = pickle.load(f), half
+        seen = []
+        starts = [*range(0, half, chunk), *range(half, len(stream), chunk), len(stream)]
+        for first, end in zip(starts, starts[1:]):
+            if first < start:
+                continue
+            if first == half and checkpoint is not None:
+                with open(checkpoint, "wb") as f:
+                    pickle.dump(banks, f)
+            by_segment = {}
+            for i in range(first, end):
+                event = stream[i]
+                by_segment.setdefault((event.run_id, event.env_id), []).append(i)
+            for key, positions in by_segment.items():
+                bank = banks.get(key)
+                if bank is None:
+                    bank = banks[key] = DetectorBank()
+                found, failed = bank.update_batch([stream[i] for i in positions])
+                assert not failed, failed
+                for at, alarm in found:
+                    seen.append((positions[at], key, alarm.detector, alarm.severity,
+                                 alarm.value, alarm.threshold, alarm.summary))
+                seen.append((first, key, observe(bank)))
+        return seen
+    """
+)
+CHUNK = 250  # events per batch; the checkpoint is taken at half the valid events
+EVENTS = 12_000
+
+
+def _run_here(**kwargs: Any) -> list[Any]:
+    namespace: dict[str, Any] = {}
+    exec(RUN, namespace)
+    result: list[Any] = namespace["run"](EVENTS, CHUNK, **kwargs)
+    return result
+
+
+@pytest.fixture(scope="module")
+def python_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of ``detectors/`` with its sources only: imported from there, it runs as Python."""
+    root = tmp_path_factory.mktemp("python-detectors")
+    shutil.copytree(ROOT / "detectors", root / "detectors", ignore=shutil.ignore_patterns("*.so"))
+    (root / "detectors" / Path(MANIFEST).name).unlink(missing_ok=True)
+    return root
+
+
+def _run_python(tree: Path, **kwargs: Any) -> list[Any]:
+    out = tree / "result.pickle"
+    script = RUN + textwrap.dedent(
+        f"""
+        import detectors, sys
+        assert not detectors.COMPILED and detectors.__file__.startswith({str(tree)!r})
+        with open({str(out)!r}, "wb") as f:
+            pickle.dump(run({EVENTS}, {CHUNK}, **{kwargs!r}), f)
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tree), str(ROOT)])}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, cwd=tree, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    with open(out, "rb") as f:
+        result: list[Any] = pickle.load(f)
+    return result
+
+
+def test_the_detectors_run_compiled() -> None:
+    """``make install`` (``deploy/compile_detectors.py``) builds them; without it this fails."""
+    assert detectors.COMPILED, (
+        "the detector library is not compiled: run `make compile` (needs a C compiler and the "
+        "Python headers; the detectors then run as Python, with more CPU per event)"
+    )
+    suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
+    for name in COMPILED_MODULES:
+        module = importlib.import_module(f"detectors.{name}")
+        assert module.__file__ is not None and module.__file__.endswith(suffix), module.__file__
+
+
+def test_compiled_and_python_detectors_see_the_same(python_tree: Path, tmp_path: Path) -> None:
+    assert detectors.COMPILED, "the detector library is not compiled: run `make compile`"
+    compiled_checkpoint = tmp_path / "compiled.pickle"
+    python_checkpoint = tmp_path / "python.pickle"
+    compiled = _run_here(checkpoint=str(compiled_checkpoint), resume=None)
+    python = _run_python(python_tree, checkpoint=str(python_checkpoint), resume=None)
+    alarms = [s for s in compiled if len(s) == 7]
+    fired = {a[2] for a in alarms}
+    # the faults fired several kinds of detector: the comparison covered alarms
+    assert len(fired) >= 5, sorted(fired)
+    assert len(compiled) == len(python)
+    for mine, theirs in zip(compiled, python, strict=True):
+        assert mine == theirs
+    # Checkpoints cross over: each build resumes from the other's and goes on the same.
+    from_python = _run_here(checkpoint=None, resume=str(python_checkpoint))
+    from_compiled = _run_python(python_tree, checkpoint=None, resume=str(compiled_checkpoint))
+    half = min(s[0] for s in from_python)
+    expected = [s for s in compiled if s[0] >= half]
+    assert half > 0 and expected == compiled[len(compiled) - len(expected) :]
+    assert from_python == expected
+    assert from_compiled == expected
+
+
+def _fake_build(tmp_path: Path) -> Path:
+    """A repository holding the detector sources and empty stand-ins for the extensions."""
+    (tmp_path / "detectors").mkdir()
+    for name in COMPILED_MODULES:
+        shutil.copy(ROOT / "detectors" / f"{name}.py", tmp_path / "detectors")
+    for path in built_files(tmp_path):
+        path.touch()
+    (tmp_path / MANIFEST).write_text(json.dumps(source_digests(tmp_path)))
+    return tmp_path
+
+
+def test_the_build_check_accepts_a_matching_build_and_no_build(tmp_path: Path) -> None:
+    repo = _fake_build(tmp_path)
+    assert check(repo) is True
+    for path in built_files(repo):
+        path.unlink()
+    assert check(repo) is False  # sources only: the Python modules run
+
+
+def test_the_build_check_refuses_a_stale_build(tmp_path: Path) -> None:
+    repo = _fake_build(tmp_path)
+    source = repo / "detectors" / "cusum.py"
+    source.write_text(source.read_text() + "\n# edited\n")
+    with pytest.raises(StaleBuildError, match=r"older than their sources \(cusum\).*make compile"):
+        check(repo)
+
+
+def test_the_build_check_refuses_missing_and_unknown_extensions(tmp_path: Path) -> None:
+    repo = _fake_build(tmp_path)
+    built_files(repo)[0].unlink()
+    with pytest.raises(StaleBuildError, match="incomplete"):
+        check(repo)
+    built_files(repo)[0].touch()
+    (built_files(repo)[0].parent / f"gone{importlib.machinery.EXTENSION_SUFFIXES[0]}").touch()
+    with pytest.raises(StaleBuildError, match="not in the build"):
+        check(repo)
+    (repo / MANIFEST).unlink()
+    with pytest.raises(StaleBuildError, match="without a readable build record"):
+        check(repo)
