@@ -1,8 +1,11 @@
-"""Compile the detector library with mypyc, in place; a no-op when it is up to date.
+"""Compile the detector library and the daemon's per-batch path with mypyc, in place; a no-op
+when it is up to date.
 
-The detectors are plain, typed Python (``mypy`` checks them). mypyc turns each module into
-a C extension that sits next to its source: the import system prefers the extension, so
-``import detectors.cusum`` then loads the compiled class. Attributes become C fields
+The modules (``detectors.compiled.COMPILED_MODULES``: the detectors, and the routing,
+per-segment counters and ``/metrics`` render of ``monitor``) are plain, typed Python
+(``mypy`` checks them). mypyc turns each into a C extension that sits next to its source:
+the import system prefers the extension, so ``import detectors.cusum`` then loads the
+compiled class. Attributes become C fields
 (floats unboxed), method calls direct C calls, and the per-event work of the default bank
 costs about a third less (``README.md``, "Compiled detectors"). Nothing else changes: the
 compiled modules are the same source, and ``tests/test_compiled_detectors.py`` runs the
@@ -47,6 +50,7 @@ _table = _load_build_table()
 COMPILED_MODULES: tuple[str, ...] = _table.COMPILED_MODULES
 MANIFEST: str = _table.MANIFEST
 built_files = _table.built_files
+source_path = _table.source_path
 source_digests = _table.source_digests
 
 #: Name of the library holding the mypyc runtime shared by the modules (``<name>__mypyc``).
@@ -74,7 +78,7 @@ def build() -> None:
 
     clean()
     digests = source_digests(REPO)
-    sources = [f"detectors/{name}.py" for name in COMPILED_MODULES]
+    sources = [str(source_path(name, REPO).relative_to(REPO)) for name in COMPILED_MODULES]
     with tempfile.TemporaryDirectory(prefix="rollout-monitor-mypyc-") as tmp:
         cwd = os.getcwd()
         os.chdir(REPO)  # mypyc names the modules after their paths, and reads [tool.mypy]

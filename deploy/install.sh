@@ -151,7 +151,7 @@ install_venv() {
         say "virtualenv: up to date ($VENV_DIR)"
         return
     fi
-    say "virtualenv: pip install -e '.[test]' into $VENV_DIR"
+    say "virtualenv: pip install -e '.[test,compile]' into $VENV_DIR"
     "$VENV_DIR/bin/python" -m pip install -q --disable-pip-version-check \
         -e "${REPO_DIR}[test,compile]" ||
         die "pip install failed (see its output above)"

@@ -1,4 +1,4 @@
-"""Which detector modules are compiled with mypyc, and whether the build matches the sources.
+"""Which modules are compiled with mypyc, and whether the build matches the sources.
 
 ``deploy/compile_detectors.py`` (run by ``make install``) compiles :data:`COMPILED_MODULES`
 into C extensions next to their sources and records the SHA-256 of each source in
@@ -17,35 +17,45 @@ import importlib.machinery
 import json
 from pathlib import Path
 
-#: The modules compiled (in ``detectors/``): all but the package's ``__init__``, this module,
-#: the two measurement scripts run by hand (``_timing``, ``_calibration``), and the two that
+#: The modules compiled: the detector library but the package's ``__init__``, this module,
+#: the two measurement scripts run by hand (``_timing``, ``_calibration``) and the two that
 #: only declare types (``protocol``: Protocol classes, read by ``vars()``; ``alarm``: the
-#: frozen dataclass of an alarm, built only when one is raised).
+#: frozen dataclass of an alarm, built only when one is raised); and the daemon's per-batch
+#: path: routing (``monitor.pipeline``), per-segment counters (``monitor.segments``) and the
+#: ``/metrics`` render (``monitor.exposition``).
 COMPILED_MODULES = (
-    "_base",
-    "_mean_shift",
-    "bank",
-    "batch_ks",
-    "bernoulli_cusum",
-    "component_imbalance",
-    "cusum",
-    "error_rate",
-    "feature_drift",
-    "group_invariant",
-    "groups",
-    "invalid_reward",
-    "invariant",
-    "length_anomaly",
-    "masked_failure",
-    "policy_staleness",
-    "rate_bound",
-    "reward_distribution",
-    "reward_hacking",
-    "reward_shift",
-    "tool_failure_rate",
-    "truncation_rate",
-    "verifier_flakiness",
-    "zero_variance_groups",
+    *(
+        f"detectors.{name}"
+        for name in (
+            "_base",
+            "_mean_shift",
+            "bank",
+            "batch_ks",
+            "bernoulli_cusum",
+            "component_imbalance",
+            "cusum",
+            "error_rate",
+            "feature_drift",
+            "group_invariant",
+            "groups",
+            "invalid_reward",
+            "invariant",
+            "length_anomaly",
+            "masked_failure",
+            "policy_staleness",
+            "rate_bound",
+            "reward_distribution",
+            "reward_hacking",
+            "reward_shift",
+            "tool_failure_rate",
+            "truncation_rate",
+            "verifier_flakiness",
+            "zero_variance_groups",
+        )
+    ),
+    "monitor.exposition",
+    "monitor.pipeline",
+    "monitor.segments",
 )
 #: The build's record of its sources, relative to the repository.
 MANIFEST = "detectors/.compiled.json"
@@ -56,20 +66,29 @@ _REPO = Path(__file__).resolve().parent.parent
 _SUFFIX = importlib.machinery.EXTENSION_SUFFIXES[0]
 
 
+def source_path(module: str, repo: Path = _REPO) -> Path:
+    """The source file of a module of :data:`COMPILED_MODULES`."""
+    return repo.joinpath(*module.split(".")).with_suffix(".py")
+
+
 def source_digests(repo: Path = _REPO) -> dict[str, str]:
     """SHA-256 of each compiled module's source, by module name."""
     return {
-        name: hashlib.sha256((repo / "detectors" / f"{name}.py").read_bytes()).hexdigest()
+        name: hashlib.sha256(source_path(name, repo).read_bytes()).hexdigest()
         for name in COMPILED_MODULES
     }
 
 
 def built_files(repo: Path = _REPO, existing: bool = False) -> list[Path]:
     """The extension files a build writes; with ``existing``, every extension module in the
-    package instead (a module no longer in the list leaves one behind)."""
+    packages that hold compiled modules instead (a module no longer in the list leaves one
+    behind)."""
     if existing:
-        return sorted(p for p in (repo / "detectors").iterdir() if p.name.endswith(_SUFFIX))
-    paths = [repo / "detectors" / f"{name}{_SUFFIX}" for name in COMPILED_MODULES]
+        folders = sorted({source_path(name, repo).parent for name in COMPILED_MODULES})
+        return sorted(
+            p for d in folders if d.is_dir() for p in d.iterdir() if p.name.endswith(_SUFFIX)
+        )
+    paths = [source_path(name, repo).with_suffix(_SUFFIX) for name in COMPILED_MODULES]
     paths.append(repo / f"{GROUP_LIBRARY}{_SUFFIX}")
     return paths
 
@@ -92,18 +111,18 @@ def check(repo: Path = _REPO) -> bool:
         recorded = json.loads((repo / MANIFEST).read_text())
     except (OSError, ValueError) as exc:
         raise StaleBuildError(
-            f"compiled detector modules without a readable build record ({exc}): {fix}"
+            f"compiled modules without a readable build record ({exc}): {fix}"
         ) from None
     current = source_digests(repo)
     changed = sorted(n for n in COMPILED_MODULES if recorded.get(n) != current[n])
     if changed:
         raise StaleBuildError(
-            f"compiled detector modules older than their sources ({', '.join(changed)}): {fix}"
+            f"compiled modules older than their sources ({', '.join(changed)}): {fix}"
         )
     expected = built_files(repo)
     missing = [p.name for p in expected if p not in present]
     if missing:
-        raise StaleBuildError(f"compiled detector modules incomplete (missing {missing}): {fix}")
+        raise StaleBuildError(f"compiled modules incomplete (missing {missing}): {fix}")
     extra = [p.name for p in present if p not in expected]
     if extra:
         raise StaleBuildError(f"compiled modules not in the build ({extra}): {fix}")

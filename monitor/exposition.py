@@ -252,7 +252,9 @@ class _Entry:
     def __init__(self, segment: Segment) -> None:
         self.prefix = f'run="{_escape(segment.run)}",env="{_escape(segment.env)}"'.encode()
         self.bank = segment.bank
-        items = list(segment.bank.detectors.items())
+        # Any: the render reads a statistic and a threshold, whatever the object (a compiled
+        # build would otherwise check each one's class)
+        items: list[tuple[str, Any]] = list(segment.bank.detectors.items())
         self.detectors = [detector for _, detector in items]
         self.templates = _DetectorTemplates.of(tuple(d for d, _ in items))
         self.marker = -1

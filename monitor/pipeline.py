@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from mypy_extensions import mypyc_attr
 from prometheus_client import Histogram
 
 from detectors.alarm import Alarm
@@ -61,14 +62,17 @@ class PartitionState:
 
     __slots__ = ("dedup", "duplicates", "invalid", "processed")
 
-    def __init__(self, dedup_window: int) -> None:
+    def __init__(self, dedup_window: int = 0) -> None:
+        # (the default serves unpickling, which calls the constructor when compiled)
         self.dedup = RecentIds(dedup_window)
         self.processed = 0
         self.duplicates = 0
         self.invalid: dict[str, int] = dict.fromkeys(INVALID_REASONS, 0)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__slots__}
+        # (named here: a class compiled with mypyc keeps no __slots__)
+        names = ("dedup", "duplicates", "invalid", "processed")
+        return {k: getattr(self, k) for k in names}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         for key, value in state.items():
@@ -159,6 +163,7 @@ def bank_factory(settings: DetectorSettings) -> Callable[[], DetectorBank]:
     return lambda: DetectorBank(config)
 
 
+@mypyc_attr(native_class=False)  # pickled as a plain dataclass, compiled or not
 @dataclass
 class PartitionSnapshot:
     """Everything a partition's checkpoint holds (pickled by ``monitor.checkpoint``).

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from array import array
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 from detectors.bank import DetectorBank
 from detectors.protocol import EventLike
@@ -14,6 +15,21 @@ PartitionKey = tuple[str, int] | None
 #: Recent values kept per segment for the exported quantiles.
 WINDOW = 512
 STATUSES = ("completed", "truncated", "failed", "aborted")
+
+
+#: What a segment holds besides its identity and bank (pickled by ``Segment.__reduce__``).
+_COUNTERS = (
+    "events",
+    "last_ts",
+    "length_count",
+    "length_sum",
+    "lengths",
+    "reward_count",
+    "reward_sum",
+    "rewards",
+    "status_counts",
+    "unscored",
+)
 
 
 class Segment:
@@ -41,11 +57,17 @@ class Segment:
     )
 
     def __init__(
-        self, run: str, env: str, bank: DetectorBank, partition: PartitionKey = None
+        self,
+        run: str = "",
+        env: str = "",
+        bank: DetectorBank | None = None,
+        partition: PartitionKey = None,
     ) -> None:
         self.run = run
         self.env = env
-        self.bank = bank
+        # (the defaults serve unpickling checkpoints written before Segment had __reduce__,
+        # which calls the constructor when compiled)
+        self.bank = bank if bank is not None else DetectorBank()
         self.partition = partition
         self.events = 0
         self.status_counts = dict.fromkeys(STATUSES, 0)
@@ -57,6 +79,16 @@ class Segment:
         self.length_sum = 0.0
         self.length_count = 0
         self.last_ts = 0.0
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Rebuilt from its run, env, bank and partition, then its counters and windows
+        (compiled with mypyc, the class has no ``__slots__`` for pickle's default)."""
+        state = {name: getattr(self, name) for name in _COUNTERS}
+        return Segment, (self.run, self.env, self.bank, self.partition), state
+
+    def __setstate__(self, state: tuple[None, dict[str, Any]] | dict[str, Any]) -> None:
+        for name, value in (state[1] if isinstance(state, tuple) else state).items():
+            setattr(self, name, value)
 
     def record(self, status: str, reward: float | None, length: int | None, ts: float) -> None:
         """Account one event in the summary statistics (the bank is updated separately)."""

@@ -31,6 +31,7 @@ from detectors.compiled import (
     built_files,
     check,
     source_digests,
+    source_path,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -110,10 +111,12 @@ def _run_here(**kwargs: Any) -> list[Any]:
 
 @pytest.fixture(scope="module")
 def python_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of ``detectors/`` with its sources only: imported from there, it runs as Python."""
+    """A copy of ``detectors/`` and ``monitor/`` with their sources only: imported from there,
+    they run as Python."""
     root = tmp_path_factory.mktemp("python-detectors")
-    shutil.copytree(ROOT / "detectors", root / "detectors", ignore=shutil.ignore_patterns("*.so"))
-    (root / "detectors" / Path(MANIFEST).name).unlink(missing_ok=True)
+    for package in ("detectors", "monitor"):
+        shutil.copytree(ROOT / package, root / package, ignore=shutil.ignore_patterns("*.so"))
+    (root / MANIFEST).unlink(missing_ok=True)
     return root
 
 
@@ -122,7 +125,9 @@ def _run_python(tree: Path, **kwargs: Any) -> list[Any]:
     script = RUN + textwrap.dedent(
         f"""
         import detectors, sys
+        import monitor.segments
         assert not detectors.COMPILED and detectors.__file__.startswith({str(tree)!r})
+        assert monitor.segments.__file__.endswith(".py")
         with open({str(out)!r}, "wb") as f:
             pickle.dump(run({EVENTS}, {CHUNK}, **{kwargs!r}), f)
         """
@@ -145,7 +150,7 @@ def test_the_detectors_run_compiled() -> None:
     )
     suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
     for name in COMPILED_MODULES:
-        module = importlib.import_module(f"detectors.{name}")
+        module = importlib.import_module(name)
         assert module.__file__ is not None and module.__file__.endswith(suffix), module.__file__
 
 
@@ -174,9 +179,9 @@ def test_compiled_and_python_detectors_see_the_same(python_tree: Path, tmp_path:
 
 def _fake_build(tmp_path: Path) -> Path:
     """A repository holding the detector sources and empty stand-ins for the extensions."""
-    (tmp_path / "detectors").mkdir()
     for name in COMPILED_MODULES:
-        shutil.copy(ROOT / "detectors" / f"{name}.py", tmp_path / "detectors")
+        source_path(name, tmp_path).parent.mkdir(exist_ok=True)
+        shutil.copy(source_path(name, ROOT), source_path(name, tmp_path))
     for path in built_files(tmp_path):
         path.touch()
     (tmp_path / MANIFEST).write_text(json.dumps(source_digests(tmp_path)))
@@ -195,7 +200,8 @@ def test_the_build_check_refuses_a_stale_build(tmp_path: Path) -> None:
     repo = _fake_build(tmp_path)
     source = repo / "detectors" / "cusum.py"
     source.write_text(source.read_text() + "\n# edited\n")
-    with pytest.raises(StaleBuildError, match=r"older than their sources \(cusum\).*make compile"):
+    match = r"older than their sources \(detectors.cusum\).*make compile"
+    with pytest.raises(StaleBuildError, match=match):
         check(repo)
 
 

@@ -1,9 +1,9 @@
-"""The examples in the detector modules' docstrings, run against the modules as imported.
+"""The examples in the compiled modules' docstrings, run against the modules as imported.
 
 With the mypyc build (``deploy/compile_detectors.py``) the imported modules are the compiled
 ones, which carry no docstrings: the examples are read from the sources (``ast``) and run in
 the namespace of the imported module, so the documentation is checked against the code that
-runs. ``detectors/conftest.py`` keeps pytest's own doctest collection off these files.
+runs. The top-level ``conftest.py`` keeps pytest's own doctest collection off these files.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from detectors.compiled import COMPILED_MODULES
+from detectors.compiled import COMPILED_MODULES, source_path
 
 ROOT = Path(__file__).resolve().parent.parent
 FLAGS = doctest.ELLIPSIS  # pytest's default doctest_optionflags
@@ -41,8 +41,8 @@ def docstrings(path: Path, module: str) -> list[tuple[str, str, int]]:
 
 
 def examples(name: str) -> list[doctest.DocTest]:
-    module = importlib.import_module(f"detectors.{name}")
-    path = ROOT / "detectors" / f"{name}.py"
+    module = importlib.import_module(name)
+    path = source_path(name, ROOT)
     parser = doctest.DocTestParser()
     tests = []
     for qualified, text, line in docstrings(path, module.__name__):
@@ -60,7 +60,7 @@ def test_every_example_in_the_sources_is_run() -> None:
     prompts = sum(
         line.lstrip().startswith(">>>")
         for name in COMPILED_MODULES
-        for line in (ROOT / "detectors" / f"{name}.py").read_text().splitlines()
+        for line in source_path(name, ROOT).read_text().splitlines()
     )
     assert sum(len(test.examples) for _, test in CASES) == prompts > 0
 
