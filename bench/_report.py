@@ -83,7 +83,12 @@ def _setup(r: dict[str, Any]) -> list[str]:
         f"over {r['segments_large']:,} segments; {r['runs']} round(s), medians reported. "
         f"Each measurement is capped at {r['max_seconds']:.0f} s; the kafka-python "
         f"configurations read at most the first {r['slow_events']:,} events.",
-        f"- Code: {tree}; checkpoints {'on (default store)' if r['checkpoints'] else 'absent'}.",
+        f"- Code: {tree}; checkpoints {'on (default store)' if r['checkpoints'] else 'absent'}; "
+        + (
+            f"detectors and per-batch path compiled with mypyc {v['mypyc']}."
+            if r.get("detectors_compiled")
+            else "detectors run as Python (not compiled)."
+        ),
         f"- Versions: Python {v['python']}, rollout-monitor {v['rollout-monitor']}, "
         f"confluent-kafka {v['confluent-kafka']} (librdkafka {v['librdkafka']}), "
         f"kafka-python {v['kafka-python']}, msgspec {v['msgspec']}, river {v['river']}, "

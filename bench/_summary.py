@@ -55,8 +55,12 @@ def environment(repo_dir: Path) -> dict[str, Any]:
     versions["kafka_broker"] = (
         Path(jars[-1]).stem.removeprefix("kafka_2.13-") if jars else "unknown"
     )
+    import detectors
+
+    versions["mypyc"] = metadata.version("mypy") if detectors.COMPILED else "not compiled"
     return {
         "git": _git_state(repo_dir),
+        "detectors_compiled": detectors.COMPILED,
         "cores": os.cpu_count(),
         "cpu_model": _cpu_model(),
         "platform": platform.platform(),
