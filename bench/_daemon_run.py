@@ -7,6 +7,14 @@ checkpoint directory is a temporary one. A watcher thread reads the pipeline's `
 counter, the number ``rollout_monitor_events_processed_total`` exports, until the target or
 the time cap; then it holds back further batches, scrapes ``/metrics`` over HTTP from the
 idle daemon and stops it.
+
+The scrapes, in order (``Spec.scrapes`` of them): the first after consuming (cold: it builds
+every segment's kept text); one after an empty batch (every segment read again); then, but
+the last two, each after a batch of fresh events that reaches every segment, fed through the
+held-back source (:data:`FED_PER_SEGMENT` events a segment on average; every segment read
+again, its state just pushed out of the CPU caches by the batch, as on a busy daemon); the
+last two after an empty batch each (every segment read again, then idle: every segment's
+text reused).
 """
 
 from __future__ import annotations
@@ -25,6 +33,11 @@ from bench._measure import Result, Spec, Stopwatch, peak_rss_mb, time_scrapes
 WATCH_INTERVAL_S = 0.01
 #: Seconds between two reads of the processed counter (latency runs).
 LATENCY_INTERVAL_S = 0.001
+#: Events per segment, on average, of a batch fed between two scrapes (the daemon's default
+#: batch of 20,000 gives 20 at 1,000 segments).
+FED_PER_SEGMENT = 20
+#: Seed of the fed events' generator (the loaded topics use others: the ids differ).
+FED_SEED = 1_000_003
 
 
 def _kafka_settings_class(librdkafka: dict[str, Any]) -> Any:
@@ -107,6 +120,8 @@ class Watcher(threading.Thread):
         self.samples: list[tuple[float, int]] = []
         self.found: dict[str, Any] = {}
         self.error: BaseException | None = None
+        self._feeds: list[Any] = []  # batches the held-back source hands out, one per poll
+        self._fed: list[int] = []  # events of each batch fed
 
     def run(self) -> None:
         try:
@@ -152,6 +167,8 @@ class Watcher(threading.Thread):
         source = self.daemon_.source
 
         def drained(max_messages: int, timeout_s: float) -> list[Any]:
+            if self._feeds:
+                return self._feeds.pop()
             time.sleep(timeout_s)
             return []
 
@@ -195,14 +212,54 @@ class Watcher(threading.Thread):
             while counters.batches == seen:
                 time.sleep(0.01)
 
+        calls = 0
+
+        def between() -> None:
+            nonlocal calls
+            calls += 1
+            if 3 <= calls < self.spec.scrapes - 1:
+                self._feed()
+            batch_ends()
+
         result, body = time_scrapes(
             lambda: _http_get(port, "/metrics"),
             self.spec.scrapes,
             lambda: int(exposition.last_rendered),
-            batch_ends,
+            between,
         )
         result["exported_processed"] = _exported_processed(body)
+        result["scrape_fed_batches"] = len(self._fed)
         return result
+
+    def _feed(self) -> None:
+        """Hand the daemon one batch of fresh events that reaches every segment it holds
+        (each on its own partition, no offsets to commit) and wait until it is processed."""
+        from bench._events import EventFactory
+        from monitor.source import Batch, RawMessage
+
+        segments = self.daemon_.pipeline.segments.snapshot()
+        where = {(s.run, s.env): s.partition for s in segments}
+        factory = EventFactory(self.spec.segments, seed=FED_SEED + len(self._fed))
+        ts = np.full(FED_PER_SEGMENT * self.spec.segments, time.time())
+        batch = Batch()
+        missing = set(where)
+        while missing:
+            for key, value in factory.messages(len(ts), ts):
+                run, _, env = key.decode().partition("|")
+                partition = where.get((run, env))
+                if partition is None:
+                    continue
+                missing.discard((run, env))
+                batch.append(RawMessage(value, key, partition[0], partition[1], 0, None))
+            ts = ts[: 4 * len(missing)]
+        self._fed.append(len(batch))
+        done = self.daemon_.pipeline.counters.processed + len(batch)
+        self._feeds.append(batch)
+        deadline = time.monotonic() + 120.0
+        while self.daemon_.pipeline.counters.processed < done:
+            if time.monotonic() > deadline:
+                raise TimeoutError("the daemon did not process a fed batch within 120 s")
+            time.sleep(0.005)
 
 
 def run_daemon(spec: Spec) -> Result:

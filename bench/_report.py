@@ -38,9 +38,13 @@ METHOD = """\
   10 ms. At the end it holds back further batches (the source returns empty ones, as on a
   drained topic), scrapes `/metrics` over HTTP from the idle daemon and stops it. The
   scrapes are told apart by how many segments the render read afresh: the first one ("cold":
-  it also builds each segment's kept text), a later one that reads every segment again (the
-  scrape time: what a scrape costs when every segment changed, as on a busy daemon) and
-  later ones that reuse every segment's text ("idle").
+  it also builds each segment's kept text), later ones that read every segment again (the
+  scrape time, their median: what a scrape costs when every segment changed, as on a busy
+  daemon) and the last, which reuses every segment's text ("idle"). Of those that read every
+  segment, one follows an empty batch and the others each follow a batch of fresh events
+  fed through the held-back source, about 20 per segment and reaching every segment, which
+  the daemon processes as any other (its state is then out of the CPU caches, as after a
+  real batch).
 - Latency: the daemon consumes a fresh one-partition topic while the benchmark produces at a
   steady rate with `ts` = produce wall time; the latency of the k-th event is the first time
   the processed counter reached k minus the time of its `produce` call (produce to exported

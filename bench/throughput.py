@@ -138,7 +138,7 @@ def parse_args(argv: Sequence[str] | None) -> Config:
         state_points=() if a.quick else (a.segments, 3 * a.segments, a.segments_large),
         state_events_per_segment=50,
         extras=not a.quick,
-        scrapes=3 if a.quick else 5,
+        scrapes=3 if a.quick else 7,
         cpu=None if a.cpu < 0 else a.cpu,
         quick=a.quick,
         results=a.results,
