@@ -21,8 +21,9 @@ from pathlib import Path
 #: the two measurement scripts run by hand (``_timing``, ``_calibration``) and the two that
 #: only declare types (``protocol``: Protocol classes, read by ``vars()``; ``alarm``: the
 #: frozen dataclass of an alarm, built only when one is raised); and the daemon's per-batch
-#: path: routing (``monitor.pipeline``), per-segment counters (``monitor.segments``) and the
-#: ``/metrics`` render (``monitor.exposition``).
+#: path: routing (``monitor.pipeline``), per-segment counters (``monitor.segments``), the
+#: ``/metrics`` render (``monitor.exposition``) and the records of a confluent-kafka poll
+#: (``monitor.source._records``).
 COMPILED_MODULES = (
     *(
         f"detectors.{name}"
@@ -56,6 +57,7 @@ COMPILED_MODULES = (
     "monitor.exposition",
     "monitor.pipeline",
     "monitor.segments",
+    "monitor.source._records",
 )
 #: The build's record of its sources, relative to the repository.
 MANIFEST = "detectors/.compiled.json"

@@ -11,7 +11,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from confluent_kafka import (
-    TIMESTAMP_NOT_AVAILABLE,
     Consumer,
     KafkaError,
     KafkaException,
@@ -23,6 +22,7 @@ from confluent_kafka import TopicPartition as KafkaTopicPartition
 from monitor.source._config import CONSUMER_OWNED_KEYS, PRODUCER_OWNED_KEYS, checked_extra
 from monitor.source._health import DEFAULT_STALE_AFTER_S, Reachability
 from monitor.source._lag import DEFAULT_LAG_REFRESH_S, LagCache
+from monitor.source._records import records as _batch
 from monitor.source.base import (
     DEFAULT_MAX_VALUE_BYTES,
     Batch,
@@ -462,54 +462,6 @@ class ConfluentDeadLetterSink:
 
     def _on_error(self, error: KafkaError) -> None:
         log.warning("Kafka dead-letter producer error: %s", error)
-
-
-def _batch(messages: list[Message]) -> Batch:
-    """The records of ``messages`` without the error events, and their next offsets.
-
-    One pass, with the tuple built directly: this runs once per consumed message.
-    """
-    batch = Batch()
-    append = batch.append
-    offsets = batch.next_offsets
-    new = tuple.__new__
-    for m in messages:
-        error = m.error()
-        if error is not None:
-            if error.code() != KafkaError._PARTITION_EOF:
-                log.warning("consume error on %s[%s]: %s", m.topic(), m.partition(), error)
-            continue
-        ts_type, ts = m.timestamp()
-        headers = m.headers()
-        topic = m.topic() or ""
-        partition = m.partition() or 0
-        offset = m.offset() or 0
-        append(
-            new(
-                RawMessage,
-                (
-                    m.value(),
-                    m.key(),
-                    topic,
-                    partition,
-                    offset,
-                    None if ts_type == TIMESTAMP_NOT_AVAILABLE else ts,
-                    _headers(headers) if headers else (),
-                ),
-            )
-        )
-        offsets[(topic, partition)] = offset + 1
-    return batch
-
-
-def _headers(headers: Any) -> tuple[tuple[str, bytes], ...]:
-    """Consumed headers as ``(name, bytes)`` pairs; a null header value becomes ``b""``."""
-    if not headers:
-        return ()
-    pairs = headers.items() if isinstance(headers, dict) else headers
-    return tuple(
-        (name, value.encode() if isinstance(value, str) else value or b"") for name, value in pairs
-    )
 
 
 def _error_code(exc: KafkaException) -> int | None:
