@@ -10,9 +10,10 @@ idle daemon and stops it.
 
 The scrapes, in order (``Spec.scrapes`` of them): the first after consuming (cold: it builds
 every segment's kept text); one after an empty batch (every segment read again); then, but
-the last two, each after a batch of fresh events that reaches every segment, fed through the
-held-back source (:data:`FED_PER_SEGMENT` events a segment on average; every segment read
-again, its state just pushed out of the CPU caches by the batch, as on a busy daemon); the
+the last two, each after fresh events that reach every segment, fed through the held-back
+source in batches of the daemon's size (:data:`FED_PER_SEGMENT` events a segment on average
+a batch; every segment read again, its state just pushed out of the CPU caches, as on a busy
+daemon); the
 last two after an empty batch each (every segment read again, then idle: every segment's
 text reused).
 """
@@ -23,6 +24,7 @@ import http.client
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -33,8 +35,9 @@ from bench._measure import Result, Spec, Stopwatch, peak_rss_mb, time_scrapes
 WATCH_INTERVAL_S = 0.01
 #: Seconds between two reads of the processed counter (latency runs).
 LATENCY_INTERVAL_S = 0.001
-#: Events per segment, on average, of a batch fed between two scrapes (the daemon's default
-#: batch of 20,000 gives 20 at 1,000 segments).
+#: Events per segment, on average, of a batch fed between two scrapes, at most the daemon's
+#: batch size (20,000: 20 at 1,000 segments; at 10,000 segments several batches are fed, until
+#: every segment got an event).
 FED_PER_SEGMENT = 20
 #: Seed of the fed events' generator (the loaded topics use others: the ids differ).
 FED_SEED = 1_000_003
@@ -120,8 +123,8 @@ class Watcher(threading.Thread):
         self.samples: list[tuple[float, int]] = []
         self.found: dict[str, Any] = {}
         self.error: BaseException | None = None
-        self._feeds: list[Any] = []  # batches the held-back source hands out, one per poll
-        self._fed: list[int] = []  # events of each batch fed
+        self._feeds: Iterator[Any] | None = None  # batches the held-back source hands out
+        self._fed: list[int] = []  # events fed before each scrape that follows a feed
 
     def run(self) -> None:
         try:
@@ -167,8 +170,11 @@ class Watcher(threading.Thread):
         source = self.daemon_.source
 
         def drained(max_messages: int, timeout_s: float) -> list[Any]:
-            if self._feeds:
-                return self._feeds.pop()
+            if self._feeds is not None:
+                batch = next(self._feeds, None)
+                if batch is not None:
+                    return batch
+                self._feeds = None
             time.sleep(timeout_s)
             return []
 
@@ -232,34 +238,43 @@ class Watcher(threading.Thread):
         return result
 
     def _feed(self) -> None:
-        """Hand the daemon one batch of fresh events that reaches every segment it holds
-        (each on its own partition, no offsets to commit) and wait until it is processed."""
+        """Hand the daemon fresh events until every segment it holds got some, in batches of
+        its batch size made as it polls (each event on its segment's partition, no offsets
+        to commit), and wait until they are processed."""
         from bench._events import EventFactory
         from monitor.source import Batch, RawMessage
 
         segments = self.daemon_.pipeline.segments.snapshot()
         where = {(s.run, s.env): s.partition for s in segments}
         factory = EventFactory(self.spec.segments, seed=FED_SEED + len(self._fed))
-        ts = np.full(FED_PER_SEGMENT * self.spec.segments, time.time())
-        batch = Batch()
-        missing = set(where)
-        while missing:
-            for key, value in factory.messages(len(ts), ts):
-                run, _, env = key.decode().partition("|")
-                partition = where.get((run, env))
-                if partition is None:
-                    continue
-                missing.discard((run, env))
-                batch.append(RawMessage(value, key, partition[0], partition[1], 0, None))
-            ts = ts[: 4 * len(missing)]
-        self._fed.append(len(batch))
-        done = self.daemon_.pipeline.counters.processed + len(batch)
-        self._feeds.append(batch)
-        deadline = time.monotonic() + 120.0
-        while self.daemon_.pipeline.counters.processed < done:
+        size = min(
+            FED_PER_SEGMENT * self.spec.segments,
+            self.daemon_.settings.pipeline.batch_max_events,
+        )
+        fed = [0, False]  # events handed out; whether every segment got some
+
+        def batches() -> Iterator[Any]:
+            missing = set(where)
+            while missing:
+                batch = Batch()
+                for key, value in factory.messages(size, np.full(size, time.time())):
+                    run, _, env = key.decode().partition("|")
+                    partition = where.get((run, env))
+                    if partition is not None:
+                        missing.discard((run, env))
+                        batch.append(RawMessage(value, key, partition[0], partition[1], 0, None))
+                fed[0] += len(batch)
+                yield batch
+            fed[1] = True
+
+        start = self.daemon_.pipeline.counters.processed
+        self._feeds = batches()
+        deadline = time.monotonic() + 300.0
+        while not fed[1] or self.daemon_.pipeline.counters.processed < start + fed[0]:
             if time.monotonic() > deadline:
-                raise TimeoutError("the daemon did not process a fed batch within 120 s")
+                raise TimeoutError("the daemon did not process the fed events within 300 s")
             time.sleep(0.005)
+        self._fed.append(fed[0])
 
 
 def run_daemon(spec: Spec) -> Result:

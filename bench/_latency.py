@@ -14,12 +14,14 @@ bounds (``lower_bound``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,7 +103,8 @@ def measure_latency(
         )
         try:
             _wait_ready(child)
-            produced_at = produce_steadily(bootstrap, topic, segments, rate, seconds)
+            with _off_core(spec_base.get("cpu")):
+                produced_at = produce_steadily(bootstrap, topic, segments, rate, seconds)
             out, _ = child.communicate(timeout=seconds + GRACE_S + 300)
         finally:
             if child.poll() is None:
@@ -112,6 +115,26 @@ def measure_latency(
         daemon = json.loads(out.strip().splitlines()[-1])
         samples = np.load(samples_path)
     return _summarise(rate, seconds, produced_at, samples, daemon), topic, group
+
+
+@contextlib.contextmanager
+def _off_core(cpu: int | None) -> Iterator[None]:
+    """Meanwhile this process (the producer: event generation in Python and librdkafka's
+    threads) runs on the other cores than ``cpu``, the daemon's, as a trainer would not share
+    the monitor's core; the broker is not pinned."""
+    if cpu is None or not hasattr(os, "sched_setaffinity"):
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    others = before - {cpu}
+    if not others:
+        yield
+        return
+    os.sched_setaffinity(0, others)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
 
 
 def _wait_ready(child: subprocess.Popen[str], timeout_s: float = 60.0) -> None:

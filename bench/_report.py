@@ -46,7 +46,8 @@ METHOD = """\
   the daemon processes as any other (its state is then out of the CPU caches, as after a
   real batch).
 - Latency: the daemon consumes a fresh one-partition topic while the benchmark produces at a
-  steady rate with `ts` = produce wall time; the latency of the k-th event is the first time
+  steady rate with `ts` = produce wall time, from the other core(s) than the daemon's (the
+  broker, not pinned, serves both); the latency of the k-th event is the first time
   the processed counter reached k minus the time of its `produce` call (produce to exported
   counter). The first seconds (warm-up) are left out. When the daemon falls behind, the run
   ends shortly after the last produce and unprocessed events count with their latency so
