@@ -41,10 +41,12 @@ METHOD = """\
   it also builds each segment's kept text), later ones that read every segment again (the
   scrape time, their median: what a scrape costs when every segment changed, as on a busy
   daemon) and the last, which reuses every segment's text ("idle"). Of those that read every
-  segment, one follows an empty batch and the others each follow a batch of fresh events
-  fed through the held-back source, about 20 per segment and reaching every segment, which
-  the daemon processes as any other (its state is then out of the CPU caches, as after a
-  real batch).
+  segment, one follows an empty batch and the others each follow fresh events fed through
+  the held-back source in batches of the daemon's size until every segment got some (one
+  batch of 20,000 at 1,000 segments; at 10,000, several), which the daemon processes as any
+  others (its state is then out of the CPU caches, as after real batches). The benchmark
+  makes those events inside the daemon's process, which the peak RSS after the scrapes
+  includes.
 - Latency: the daemon consumes a fresh one-partition topic while the benchmark produces at a
   steady rate with `ts` = produce wall time, from the other core(s) than the daemon's (the
   broker, not pinned, serves both); the latency of the k-th event is the first time
