@@ -270,3 +270,21 @@ def test_a_full_duplicate_window_is_written_as_a_stream_and_read_back() -> None:
     window = ckpt.decode("blob", blob).state.state.dedup
     assert len(window) == 20_000
     assert window.seen_many([*ids[::1000], "new"]) == [True] * 20 + [False]
+
+
+def test_a_checkpoint_of_the_python_build_restores_into_this_one() -> None:
+    """``tests/data/checkpoint-python-8bf8863.bin`` is ``_warm()``'s checkpoint as commit
+    8bf8863 wrote it, before the mypyc build (detectors and segments pickled by Python's
+    default for slotted classes). Restored here (compiled or not), the partition goes on like
+    one that never stopped."""
+    blob = (Path(__file__).parent / "data" / "checkpoint-python-8bf8863.bin").read_bytes()
+    original, _, _ = _warm()
+    restored, _ = _pipeline()
+    restored.restore(PARTITION, ckpt.decode("blob", blob).state)
+    assert _segment_state(restored) == _segment_state(original)
+    later = _stream(1500, 3000)
+    for pipeline in (original, restored):
+        for i in range(0, len(later), 1000):
+            pipeline.process_messages(later[i : i + 1000])
+    assert _segment_state(restored) == _segment_state(original)
+    assert restored.partitions[PARTITION].processed == 4 * 3000
