@@ -13,9 +13,8 @@ every segment's kept text); one after an empty batch (every segment read again);
 the last two, each after fresh events that reach every segment, fed through the held-back
 source in batches of the daemon's size (:data:`FED_PER_SEGMENT` events a segment on average
 a batch; every segment read again, its state just pushed out of the CPU caches, as on a busy
-daemon); the
-last two after an empty batch each (every segment read again, then idle: every segment's
-text reused).
+daemon); the last two after an empty batch each (every segment read again, then idle: every
+segment's text reused).
 """
 
 from __future__ import annotations

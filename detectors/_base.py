@@ -37,7 +37,7 @@ def state_names(cls: type) -> list[str]:
     return [name for klass in cls.__mro__ for name in getattr(klass, "__slots__", ())]
 
 
-class _Pickled:
+class Pickled:
     """Pickles as Python pickles a class with ``__slots__`` and no ``__dict__``:
     ``(None, {attribute: value})``, whether the class runs compiled or not.
 
@@ -60,7 +60,7 @@ class _Pickled:
             setattr(self, name, value)
 
 
-class _Base(_Pickled):
+class _Base(Pickled):
     """Constructor arguments are stored under their own names; ``repr`` and ``clone`` use them."""
 
     __slots__ = ()

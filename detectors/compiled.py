@@ -5,7 +5,10 @@ into C extensions next to their sources and records the SHA-256 of each source i
 :data:`MANIFEST`. The import system prefers an extension to its ``.py``, so a build older
 than an edit would run the old code without a word: :func:`check`, called by
 ``detectors/__init__`` before any detector module is imported, refuses that. Without a
-build the pure-Python modules run (same results, more CPU per event).
+build the pure-Python modules run (same results, more CPU per event). A compiled module
+outside ``detectors`` imports ``detectors`` while it is imported (directly or through its
+imports), so that a stale build fails there whichever module is imported first (a test holds
+them to it).
 
 This module imports nothing from the package (the build script loads it on its own).
 """
@@ -61,8 +64,8 @@ COMPILED_MODULES = (
 )
 #: The build's record of its sources, relative to the repository.
 MANIFEST = "detectors/.compiled.json"
-#: The shared mypyc runtime of the modules (``<group>__mypyc``, in the package).
-GROUP_LIBRARY = "detectors/native__mypyc"
+#: The mypyc group of the modules: its shared runtime is the module ``<GROUP>__mypyc``.
+GROUP = "detectors.native"
 
 _REPO = Path(__file__).resolve().parent.parent
 _SUFFIX = importlib.machinery.EXTENSION_SUFFIXES[0]
@@ -91,7 +94,7 @@ def built_files(repo: Path = _REPO, existing: bool = False) -> list[Path]:
             p for d in folders if d.is_dir() for p in d.iterdir() if p.name.endswith(_SUFFIX)
         )
     paths = [source_path(name, repo).with_suffix(_SUFFIX) for name in COMPILED_MODULES]
-    paths.append(repo / f"{GROUP_LIBRARY}{_SUFFIX}")
+    paths.append(source_path(f"{GROUP}__mypyc", repo).with_suffix(_SUFFIX))
     return paths
 
 

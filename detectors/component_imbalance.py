@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import ClassVar
 
-from detectors._base import _FailureModeDetector, _Pickled, check_param
+from detectors._base import Pickled, _FailureModeDetector, check_param
 from detectors.alarm import Alarm, Severity
 from detectors.cusum import MeanShiftCUSUM, cusum_threshold
 from detectors.protocol import EventLike
@@ -13,7 +13,7 @@ from detectors.protocol import EventLike
 __all__ = ["ComponentImbalance"]
 
 
-class _Component(_Pickled):
+class _Component(Pickled):
     """Running sums of one component over the current batch, and its change detectors."""
 
     __slots__ = ("count", "share", "spread", "squares", "total")

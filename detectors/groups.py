@@ -6,7 +6,7 @@ import math
 from array import array
 from typing import Literal
 
-from detectors._base import _Base, _Pickled, check_param
+from detectors._base import Pickled, _Base, check_param
 from detectors.protocol import EventLike
 
 __all__ = ["Group", "GroupAssembler"]
@@ -20,7 +20,7 @@ _SPANS = 256
 _MIN_SPAN = 16
 
 
-class Group(_Pickled):
+class Group(Pickled):
     """What the detectors need to know of one group: its size, rewards and task identity.
 
     ``end`` says how the group was finished: ``complete`` (``group_size`` episodes arrived),

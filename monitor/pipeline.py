@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from mypy_extensions import mypyc_attr
 from prometheus_client import Histogram
 
+from detectors._base import Pickled
 from detectors.alarm import Alarm
 from detectors.bank import DEFAULT_ENABLED, BankConfig, DetectorBank
 from monitor.alerts import AlertTracker
@@ -53,7 +54,7 @@ class InvalidSink(Protocol):
     def send(self, msg: Any, reason: str, detail: str) -> None: ...
 
 
-class PartitionState:
+class PartitionState(Pickled):
     """What one Kafka partition has fed: counters and the window of recent event ids.
 
     Checkpointed with the partition's segments, so that counts stay exact across restarts and
@@ -68,15 +69,6 @@ class PartitionState:
         self.processed = 0
         self.duplicates = 0
         self.invalid: dict[str, int] = dict.fromkeys(INVALID_REASONS, 0)
-
-    def __getstate__(self) -> dict[str, Any]:
-        # (named here: a class compiled with mypyc keeps no __slots__)
-        names = ("dedup", "duplicates", "invalid", "processed")
-        return {k: getattr(self, k) for k in names}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        for key, value in state.items():
-            setattr(self, key, value)
 
 
 class PipelineCounters:

@@ -7,6 +7,7 @@ from array import array
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
+from detectors._base import Pickled
 from detectors.bank import DetectorBank
 from detectors.protocol import EventLike
 
@@ -32,7 +33,7 @@ _COUNTERS = (
 )
 
 
-class Segment:
+class Segment(Pickled):
     """Counters, recent rewards and lengths, and the detector bank of one segment.
 
     The recent values are rings of C doubles (``array("d")``): 4 KiB per window instead of
@@ -82,13 +83,10 @@ class Segment:
 
     def __reduce__(self) -> tuple[Any, ...]:
         """Rebuilt from its run, env, bank and partition, then its counters and windows
-        (compiled with mypyc, the class has no ``__slots__`` for pickle's default)."""
+        (``Pickled.__setstate__``, which also reads the state of checkpoints written before
+        this method existed)."""
         state = {name: getattr(self, name) for name in _COUNTERS}
         return Segment, (self.run, self.env, self.bank, self.partition), state
-
-    def __setstate__(self, state: tuple[None, dict[str, Any]] | dict[str, Any]) -> None:
-        for name, value in (state[1] if isinstance(state, tuple) else state).items():
-            setattr(self, name, value)
 
     def record(self, status: str, reward: float | None, length: int | None, ts: float) -> None:
         """Account one event in the summary statistics (the bank is updated separately)."""

@@ -154,6 +154,22 @@ def test_the_detectors_run_compiled() -> None:
         assert module.__file__ is not None and module.__file__.endswith(suffix), module.__file__
 
 
+@pytest.mark.parametrize(
+    "module", [name for name in COMPILED_MODULES if not name.startswith("detectors.")]
+)
+def test_a_compiled_module_outside_detectors_runs_the_build_check(module: str) -> None:
+    """Importing it alone imports ``detectors``, whose ``__init__`` refuses a stale build:
+    otherwise an edited module could run compiled from its old source."""
+    done = subprocess.run(
+        [sys.executable, "-c", f"import sys, {module}; print('detectors' in sys.modules)"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "True"
+
+
 def test_compiled_and_python_detectors_see_the_same(python_tree: Path, tmp_path: Path) -> None:
     assert detectors.COMPILED, "the detector library is not compiled: run `make compile`"
     compiled_checkpoint = tmp_path / "compiled.pickle"

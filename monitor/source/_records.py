@@ -11,6 +11,7 @@ from typing import Any
 
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, KafkaError
 
+import detectors  # noqa: F401  (first: it refuses a compiled build older than the sources)
 from monitor.source.base import Batch, RawMessage
 
 log = logging.getLogger("monitor.source.confluent")
