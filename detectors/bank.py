@@ -249,24 +249,27 @@ class DetectorBank(_Base):
         """
         if len(events) < BATCH_FROM:
             return self._update_each(events)
+        # a list: compiled, its items are read without a generic call
+        evs: list[EventLike] = events if isinstance(events, list) else list(events)
         found: list[tuple[int, int, Alarm]] = []
         failed: dict[int, Exception] = {}
-        every: Sequence[int] = range(len(events))
+        every = list(range(len(evs)))  # compiled, a list[int] is iterated natively
         getters = _required_getters(self.config.enabled)
         for order, (detector, required) in enumerate(zip(self._detectors, getters, strict=True)):
-            update = detector.update
             if failed:
                 every = [i for i in every if i not in failed]
             positions = every
             if required is not None:
                 # Events without the field change nothing but the alarm, which the update
                 # after them clears, or this does when the last event lacks the field.
-                positions = [i for i in every if required(events[i]) is not None]
+                positions = [i for i in every if required(evs[i]) is not None]
                 if len(positions) < len(every) and (not positions or positions[-1] != every[-1]):
                     detector._alarm = None
             for i in positions:
                 try:
-                    update(events[i])
+                    # Compiled, a call through the class's method table (no argument
+                    # parsing); a bound method held in a local would be a generic call.
+                    detector.update(evs[i])
                 except Exception as exc:  # the caller counts and logs it
                     failed[i] = exc
                     continue

@@ -118,6 +118,11 @@ def check(repo: Path = _REPO) -> bool:
         raise StaleBuildError(
             f"compiled modules without a readable build record ({exc}): {fix}"
         ) from None
+    dropped = sorted(set(recorded) - set(COMPILED_MODULES))
+    if dropped:  # the shared library still holds their code, and its callers call into it
+        raise StaleBuildError(
+            f"compiled modules built with others no longer compiled ({', '.join(dropped)}): {fix}"
+        )
     current = source_digests(repo)
     changed = sorted(n for n in COMPILED_MODULES if recorded.get(n) != current[n])
     if changed:

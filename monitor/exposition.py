@@ -278,9 +278,13 @@ class _Windows:
     reference collectors use it), with one numpy call per distinct window length instead of
     one per window: windows are full (512 values) but for new segments.
 
-    Each window is copied by one ``array.extend`` (a ``memcpy`` from a ring of C doubles; a
-    list is converted in C): the consumer thread cannot run meanwhile. That copy is the only
-    one: the quantiles sort it in place.
+    Each window is copied by one C call (``array.tobytes``, a ``memcpy`` from a ring of C
+    doubles; a list is converted in C): the consumer thread cannot run meanwhile. The copies
+    are then joined into one buffer of the exact size, which the quantiles sort in place.
+    (Growing one buffer window by window instead reallocates it about a hundred times on the
+    way to 4 MB; once glibc's malloc has raised its mmap threshold past that size, each of
+    those reallocations copies the whole buffer: 3 to 11 ms at 1,000 segments, against about
+    1 ms for the copies and the join.)
 
     >>> windows = _Windows()
     >>> for w in (array("d", [3.0, 1.0, 2.0]), [], [4.0, 5.0, 6.0], [7.0]):
@@ -289,24 +293,26 @@ class _Windows:
     [[1.2, 2.0, 2.8], [nan, nan, nan], [4.2, 5.0, 5.8], [7.0, 7.0, 7.0]]
     """
 
-    __slots__ = ("buffer", "lengths")
+    __slots__ = ("copies", "lengths")
 
     def __init__(self) -> None:
-        self.buffer = array("d")
+        self.copies: list[bytes] = []
         self.lengths: list[int] = []
 
     def add(self, window: Sequence[float]) -> None:
-        buffer = self.buffer
-        start = len(buffer)
-        buffer.extend(window)  # an array("d"), or floats
-        self.lengths.append(len(buffer) - start)
+        # an array("d"), or floats
+        copy = window.tobytes() if type(window) is array else array("d", window).tobytes()
+        self.copies.append(copy)
+        self.lengths.append(len(copy) >> 3)
 
     def quantiles(self) -> list[list[float]]:
         """The quantiles of each window, in order (NaN for an empty one); the copies are
         dropped."""
-        buffer, lengths = self.buffer, self.lengths
-        self.buffer, self.lengths = array("d"), []
+        copies, lengths = self.copies, self.lengths
+        self.copies, self.lengths = [], []
         out: list[list[float]] = [_NAN_QUANTILES] * len(lengths)
+        buffer = bytearray().join(copies)  # writable: sorted in place
+        del copies[:]
         if not buffer:
             return out
         flat = np.frombuffer(buffer, dtype=np.float64)

@@ -233,3 +233,14 @@ def test_the_build_check_refuses_missing_and_unknown_extensions(tmp_path: Path) 
     (repo / MANIFEST).unlink()
     with pytest.raises(StaleBuildError, match="without a readable build record"):
         check(repo)
+
+
+def test_the_build_check_refuses_a_build_of_modules_no_longer_compiled(tmp_path: Path) -> None:
+    """A module dropped from the list (its extension deleted) still has its code in the
+    build's shared library, where the modules that call it call into it."""
+    repo = _fake_build(tmp_path)
+    recorded = json.loads((repo / MANIFEST).read_text())
+    recorded["monitor.dropped"] = "0" * 64
+    (repo / MANIFEST).write_text(json.dumps(recorded))
+    with pytest.raises(StaleBuildError, match=r"no longer compiled \(monitor.dropped\)"):
+        check(repo)
