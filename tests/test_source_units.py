@@ -194,3 +194,37 @@ def test_each_backend_library_is_imported_only_when_its_backend_is_used() -> Non
     ]
     with pytest.raises(AttributeError, match="no attribute 'Nope'"):
         monitor.source.Nope  # noqa: B018
+
+
+def test_confluent_records_keep_order_drop_error_events_and_give_next_offsets() -> None:
+    """Runs of partitions interleaved (a partition seen again later), an end-of-partition
+    event in a run, headers, a null value and a message without a timestamp."""
+    from confluent_kafka import TIMESTAMP_CREATE_TIME, TIMESTAMP_NOT_AVAILABLE, KafkaError, Message
+
+    from monitor.source._records import records
+
+    def msg(topic: str, partition: int, offset: int, **more: object) -> Message:
+        fields = {"key": b"k", "value": b"v%d" % offset, "timestamp": (TIMESTAMP_CREATE_TIME, 7)}
+        return Message(topic=topic, partition=partition, offset=offset, **{**fields, **more})
+
+    eof = Message(topic="a", partition=0, offset=3, error=KafkaError(KafkaError._PARTITION_EOF))
+    messages = [
+        msg("a", 0, 1),
+        msg("a", 0, 2, headers=[("h", b"x"), ("n", None)]),
+        eof,
+        msg("a", 1, 10, value=None),
+        msg("b", 1, 4, timestamp=(TIMESTAMP_NOT_AVAILABLE, 0)),
+        msg("a", 0, 3),
+    ]
+    batch = records(messages)
+    assert [(m.topic, m.partition, m.offset, m.value) for m in batch] == [
+        ("a", 0, 1, b"v1"),
+        ("a", 0, 2, b"v2"),
+        ("a", 1, 10, None),
+        ("b", 1, 4, b"v4"),
+        ("a", 0, 3, b"v3"),
+    ]
+    assert batch[1].headers == (("h", b"x"), ("n", b""))
+    assert [m.timestamp_ms for m in batch] == [7, 7, 7, None, 7]
+    assert batch.next_offsets == {("a", 0): 4, ("a", 1): 11, ("b", 1): 5}
+    assert records([eof]) == [] and records([eof]).next_offsets == {}

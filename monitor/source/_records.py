@@ -22,12 +22,17 @@ _PARTITION_EOF = KafkaError._PARTITION_EOF
 def records(messages: list[Any]) -> Batch:
     """The records of ``messages`` without the error events, and their next offsets.
 
-    One pass, with the tuple built directly: this runs once per consumed message.
+    One pass, with the tuple built directly: this runs once per consumed message. The
+    messages of a partition come in runs; a run's records share one topic string and its
+    next offset is stored once, when the run ends.
     """
     batch = Batch()
-    append = batch.append
     offsets = batch.next_offsets
     new = tuple.__new__
+    topic = ""
+    partition = -1
+    offset = -1
+    run: tuple[str, int] | None = None
     for m in messages:
         error = m.error()
         if error is not None:
@@ -36,10 +41,15 @@ def records(messages: list[Any]) -> Batch:
             continue
         ts_type, ts = m.timestamp()
         headers = m.headers()
-        topic = m.topic() or ""
-        partition = m.partition() or 0
+        this_topic: str = m.topic() or ""
+        this_partition: int = m.partition() or 0
+        if this_partition != partition or this_topic != topic:
+            if run is not None:
+                offsets[run] = offset + 1
+            topic, partition = this_topic, this_partition
+            run = (topic, partition)
         offset = m.offset() or 0
-        append(
+        batch.append(
             new(
                 RawMessage,
                 (
@@ -53,7 +63,8 @@ def records(messages: list[Any]) -> Batch:
                 ),
             )
         )
-        offsets[(topic, partition)] = offset + 1
+    if run is not None:
+        offsets[run] = offset + 1
     return batch
 
 
