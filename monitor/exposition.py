@@ -287,7 +287,7 @@ class _Windows:
     1 ms for the copies and the join.)
 
     >>> windows = _Windows()
-    >>> for w in (array("d", [3.0, 1.0, 2.0]), [], [4.0, 5.0, 6.0], [7.0]):
+    >>> for w in (array("d", [3.0, 1.0, 2.0]), [], [4.0, 5.0, 6.0], array("f", [7.0])):
     ...     windows.add(w)
     >>> windows.quantiles()
     [[1.2, 2.0, 2.8], [nan, nan, nan], [4.2, 5.0, 5.8], [7.0, 7.0, 7.0]]
@@ -300,8 +300,11 @@ class _Windows:
         self.lengths: list[int] = []
 
     def add(self, window: Sequence[float]) -> None:
-        # an array("d"), or floats
-        copy = window.tobytes() if type(window) is array else array("d", window).tobytes()
+        # a ring of C doubles is copied as is; other arrays and lists are converted in C
+        if type(window) is array and window.typecode == "d":
+            copy = window.tobytes()
+        else:
+            copy = array("d", window).tobytes()
         self.copies.append(copy)
         self.lengths.append(len(copy) >> 3)
 
