@@ -227,8 +227,8 @@ class DetectorBank(_Base):
         on each event in turn.
 
         The detectors of a bank share no state, so each one takes the whole sequence before
-        the next starts: the loop over events runs inside one detector with its bound method
-        resolved once, instead of resolving 15 methods per event. Returns the alarms as
+        the next starts: the loop over events runs over one detector's state at a time,
+        instead of switching between 15 detectors per event. Returns the alarms as
         ``(position in events, alarm)`` in the order per-event updates raise them (by
         event, then in ``enabled`` order), and the events a detector failed on
         (``position -> exception``). As with :meth:`update`, an event a detector fails on
