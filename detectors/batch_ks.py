@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from array import array
+from typing import Final
 
 import numpy as np
 
@@ -19,7 +20,7 @@ __all__ = [
 ]
 
 #: Weight of the newest estimate in the running design effect.
-_DEFF_WEIGHT = 0.125
+_DEFF_WEIGHT: Final = 0.125
 
 
 def ks_critical_value(alpha: float) -> float:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Final
 
 from detectors._base import _Base, check_param
 
@@ -10,11 +11,11 @@ __all__ = ["BernoulliCUSUM"]
 
 #: The baseline stops learning while the statistic is above this share of the threshold, so
 #: the onset of a change does not pull the reference towards itself.
-_FREEZE_FRACTION = 0.5
+_FREEZE_FRACTION: Final = 0.5
 #: Learning steps between refreshes of the log-likelihood-ratio increments.
-_REFRESH = 16
+_REFRESH: Final = 16
 #: Standard errors added to the estimated baseline rate before it is tested against.
-_BASELINE_Z = 2.0
+_BASELINE_Z: Final = 2.0
 
 
 class BernoulliCUSUM(_Base):

@@ -5,18 +5,19 @@ from __future__ import annotations
 import functools
 import math
 from array import array
+from typing import Final
 
 from detectors._base import _Base, check_param
 
 __all__ = ["MeanShiftCUSUM", "cusum_threshold"]
 
 #: Siegmund's correction of the decision interval for the overshoot of a Gaussian random walk.
-_OVERSHOOT = 1.166
+_OVERSHOOT: Final = 1.166
 #: Batches between refreshes of the design effect and the skewness-corrected thresholds.
-_RESCALE_BATCHES = 8
+_RESCALE_BATCHES: Final = 8
 #: The baseline stops learning while either side is above this share of the threshold, so the
 #: onset of a change does not pull the reference towards itself.
-_FREEZE_FRACTION = 0.5
+_FREEZE_FRACTION: Final = 0.5
 
 
 def cusum_threshold(k: float, arl0: float) -> float:

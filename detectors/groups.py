@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from array import array
-from typing import Literal
+from typing import Final, Literal
 
 from detectors._base import Pickled, _Base, check_param
 from detectors.protocol import EventLike
@@ -14,10 +14,10 @@ __all__ = ["Group", "GroupAssembler"]
 GroupEnd = Literal["complete", "timeout", "evicted"]
 _NONE: tuple[Group, ...] = ()
 #: New groups between two scans for timed-out groups (the scan is cheap but not free).
-_SCAN_EVERY = 8
+_SCAN_EVERY: Final = 8
 #: Complete groups whose spans set the patience, and the least span assumed.
-_SPANS = 256
-_MIN_SPAN = 16
+_SPANS: Final = 256
+_MIN_SPAN: Final = 16
 
 
 class Group(Pickled):

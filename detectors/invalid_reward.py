@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from array import array
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
 from detectors._base import _FailureModeDetector, check_param, percent
 from detectors.alarm import Alarm, Severity
@@ -14,9 +14,9 @@ from detectors.protocol import EventLike
 __all__ = ["InvalidReward"]
 
 #: Relative slack of the range check, so that float rounding at a bound is not a violation.
-_SLACK = 1e-9
+_SLACK: Final = 1e-9
 #: Baseline repeat share below which a reward counts as continuous (see the class docstring).
-_CONTINUOUS = 0.5
+_CONTINUOUS: Final = 0.5
 
 
 class InvalidReward(_FailureModeDetector):
@@ -206,17 +206,18 @@ class InvalidReward(_FailureModeDetector):
         counts = self._counts
         ring = self._recent
         pos = self._pos
-        try:
+        # A test, not an IndexError caught: compiled, each exception builds a traceback
+        # (about a microsecond), and the ring grows one event at a time to ``memory``.
+        if pos < len(ring):
             old = ring[pos]
-        except IndexError:  # only while the ring grows to ``memory``
-            ring.append(reward)
-        else:
             entry = counts[old]
             if entry[0] == 1:
                 del counts[old]
             else:
                 entry[0] -= 1
             ring[pos] = reward
+        else:  # only while the ring grows to ``memory``
+            ring.append(reward)
         pos += 1
         self._pos = 0 if pos == self.memory else pos
         found = counts.get(reward)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Final
 
 from detectors._base import _FailureModeDetector, check_param, percent
 from detectors.alarm import Alarm, Severity
@@ -11,7 +11,7 @@ from detectors.rate_bound import RateBound
 
 __all__ = ["PolicyStaleness"]
 
-_CLIP = 255
+_CLIP: Final = 255
 
 
 class PolicyStaleness(_FailureModeDetector):

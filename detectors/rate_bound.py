@@ -6,6 +6,7 @@ import functools
 import math
 from collections import Counter
 from statistics import NormalDist
+from typing import Final
 
 from detectors._base import _Base, check_param
 
@@ -13,7 +14,7 @@ __all__ = ["RateBound", "wilson_lower_bound"]
 
 #: ``RateBound._lower`` when the bound is known to be at most the threshold and has not been
 #: computed since the last update (a bound is never negative).
-_STALE = -1.0
+_STALE: Final = -1.0
 
 
 def wilson_lower_bound(successes: int, n: int, z: float) -> float:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from statistics import NormalDist
-from typing import ClassVar
+from typing import ClassVar, Final
 
 import numpy as np
 
@@ -16,7 +16,7 @@ from detectors.protocol import EventLike
 __all__ = ["RewardDistribution"]
 
 #: The mass test looks for a value that was rare in the reference becoming common.
-_RARE = 0.25
+_RARE: Final = 0.25
 
 
 class RewardDistribution(_FailureModeDetector):

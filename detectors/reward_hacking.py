@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
 from detectors._base import _FailureModeDetector, check_param
 from detectors.alarm import Alarm, Severity
@@ -16,7 +16,7 @@ __all__ = ["RewardHacking"]
 #: The signals this detector batches itself, in the order of ``_sums``.
 _SIGNALS = ("reward", "length", "repetition")
 #: Batch means averaged into one observation of the slow reward detector.
-SLOW_MEANS = 8
+SLOW_MEANS: Final = 8
 #: Signals whose detections are checked by the joint rules 1 and 2.
 _JOINT = frozenset(("reward", "slow_reward", "length", "repetition", "eval"))
 

@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from mypy_extensions import mypyc_attr
 from prometheus_client import Histogram
@@ -29,7 +29,7 @@ from monitor.segments import Segment, SegmentTable
 
 log = logging.getLogger(__name__)
 
-_LOGGED_FAILURES = 5
+_LOGGED_FAILURES: Final = 5
 
 
 PartitionKey = tuple[str, int] | None  # (topic, partition); None in replay

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from array import array
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Final
 
 from detectors._base import Pickled
 from detectors.bank import DetectorBank
@@ -14,7 +14,7 @@ from detectors.protocol import EventLike
 OVERFLOW = ("_overflow", "_overflow")
 PartitionKey = tuple[str, int] | None
 #: Recent values kept per segment for the exported quantiles.
-WINDOW = 512
+WINDOW: Final = 512
 STATUSES = ("completed", "truncated", "failed", "aborted")
 
 
