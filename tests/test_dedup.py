@@ -55,6 +55,41 @@ def test_answers_equal_the_reference_one_by_one_in_batches_and_across_pickling(
     assert answers == ({False} if capacity == 0 else {False, True})  # both were put to it
 
 
+def test_batches_away_from_the_window_edge_are_answered_without_the_per_id_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The array path: batches no longer than the window, with repeats inside the batch and
+    of ids well inside the window, and ids that left it long ago coming back."""
+    rng = random.Random(5)
+    reference, window = Reference(1000), RecentIds(1000)
+    per_id_calls = 0
+    per_id = RecentIds._seen_each
+
+    def counted(self: RecentIds, *args: object) -> list[bool]:
+        nonlocal per_id_calls
+        per_id_calls += 1
+        return per_id(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(RecentIds, "_seen_each", counted)
+    fresh = iter(range(10**9))
+    recent: deque[str] = deque(maxlen=300)
+    answers: list[bool] = []
+    for step in range(200):
+        ids = [f"new-{next(fresh)}" for _ in range(rng.randint(1, 150))]
+        ids += rng.sample(list(recent), min(len(recent), rng.randint(0, 40)))  # in the window
+        ids += ids[: rng.randint(0, 5)]  # repeats within the batch
+        if step % 20 == 19:
+            ids.append(f"new-{step}")  # recorded more than 1000 ids ago: out of the window
+        rng.shuffle(ids)
+        expected = [reference.seen(i) for i in ids]
+        assert window.seen_many(ids) == expected, f"step {step}"
+        assert len(window) == len(reference.members)
+        recent.extend(ids)
+        answers += expected
+    assert per_id_calls < 10, f"{per_id_calls} of 200 batches went id by id"
+    assert True in answers and False in answers
+
+
 def test_a_window_pickled_before_hashing_restores_with_its_ids() -> None:
     old = RecentIds.__new__(RecentIds)
     state = (None, {"capacity": 3, "_members": {"a", "b", "c"}, "_order": deque("abc")})
