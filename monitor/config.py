@@ -91,6 +91,8 @@ class PipelineSettings(BaseModel):
     # events instead of 5; at 5,000 those visits cost a fifth of the CPU per event
     # (docs/architecture.md, "Micro-batches").
     batch_max_events: int = Field(20_000, ge=1, le=1_000_000)
+    # The longest a poll waits for a batch to fill, counted from when the previous poll
+    # returned: messages that arrived while a batch was processed do not wait for more.
     batch_max_seconds: float = Field(0.2, gt=0, le=60)
     max_segments: int = Field(1000, ge=1, le=1_000_000)
     dedup_window: int = Field(100_000, ge=0, le=10_000_000)

@@ -182,11 +182,14 @@ class Daemon:
         gc.collect()
         gc.freeze()  # what start-up allocated is never garbage: out of every collection
         gc.set_threshold(*GC_THRESHOLDS)
+        taken = time.monotonic()  # when the last poll returned
         try:
             while not self._stopping:
-                batch = self.source.poll_batch(
-                    settings.batch_max_events, settings.batch_max_seconds
-                )
+                # What arrived while the last batch was processed has waited since that poll
+                # returned: batch_max_seconds counts from then, not from this call.
+                wait = settings.batch_max_seconds - (time.monotonic() - taken)
+                batch = self.source.poll_batch(settings.batch_max_events, max(wait, 0.0))
+                taken = time.monotonic()
                 if batch:
                     self.pipeline.process_messages(batch, release=True)
                     self._track(batch)
