@@ -164,15 +164,21 @@ class VerifierFlakiness(_RateDetector):
                 direction="up",
             )
 
-    def __getstate__(self) -> tuple[None, dict[str, Any]]:
-        state = super().__getstate__()[1]
-        state["_salt"] = _SALT
-        return None, state
+    def __getstate__(self) -> list[Any] | tuple[None, dict[str, Any]]:
+        state = super().__getstate__()
+        if isinstance(state, list):
+            return [*state, _SALT]
+        state[1]["_salt"] = _SALT
+        return state
 
-    def __setstate__(self, state: tuple[None, dict[str, Any]] | dict[str, Any]) -> None:
-        slots = dict(state[1] if isinstance(state, tuple) else state)
-        salt = slots.pop("_salt", None)
-        super().__setstate__(slots)
+    def __setstate__(self, state: list[Any] | tuple[None, dict[str, Any]] | dict[str, Any]) -> None:
+        if isinstance(state, list):
+            salt = state[-1]
+            super().__setstate__(state[:-1])
+        else:
+            slots = dict(state[1] if isinstance(state, tuple) else state)
+            salt = slots.pop("_salt", None)
+            super().__setstate__(slots)
         if salt != _SALT:  # restored in another process: the keys mean nothing here
             self._scores = OrderedDict()
 

@@ -35,9 +35,14 @@ from typing import Any, BinaryIO, Protocol, Self, runtime_checkable
 log = logging.getLogger(__name__)
 
 MAGIC = b"ROLLOUT-MONITOR-CHECKPOINT\n"
-#: Bumped whenever the pickled state's layout changes; other versions are refused.
+#: Bumped whenever the pickled state's layout changes; versions not in
+#: :data:`READABLE_VERSIONS` are refused.
 #: 2: a :class:`PartedState` is a sequence of pickles (head, then one per part).
-FORMAT_VERSION = 2
+#: 3: detector objects (``detectors._base.Pickled``) are the list of their attributes' values
+#: in the order of the sorted names, without the names.
+FORMAT_VERSION = 3
+#: Versions read: this one, and 2, whose objects (``(None, {name: value})``) still load.
+READABLE_VERSIONS = (2, 3)
 _LEN = struct.Struct(">I")
 
 
@@ -214,9 +219,11 @@ def decode(key: str, blob: bytes) -> Checkpoint:
     except ValueError:
         raise CheckpointError(key, "corrupted header") from None
     version = header.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise CheckpointError(
-            key, f"format version {version!r} is not {FORMAT_VERSION} (written by another version)"
+            key,
+            f"format version {version!r} is not one of {READABLE_VERSIONS} (written by another "
+            "version)",
         )
     parts = header.get("parts")
     if parts is not None and (type(parts) is not int or parts < 0):

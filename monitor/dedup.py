@@ -102,7 +102,7 @@ class RecentIds:
         """
         capacity = self.capacity
         n = len(event_ids)
-        if capacity == 0:
+        if capacity == 0 or n == 0:
             return [False] * n
         try:  # the bytes of id_hash, in C loops
             keys = np.fromiter(map(_hash, map(str.encode, event_ids)), dtype=np.uint64, count=n)

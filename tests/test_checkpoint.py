@@ -288,3 +288,34 @@ def test_a_checkpoint_of_the_python_build_restores_into_this_one() -> None:
             pipeline.process_messages(later[i : i + 1000])
     assert _segment_state(restored) == _segment_state(original)
     assert restored.partitions[PARTITION].processed == 4 * 3000
+
+
+def test_detector_objects_pickle_their_values_without_names_and_read_the_named_layout() -> None:
+    """Format 3: a detector object is the list of its values in sorted-name order; the
+    ``(None, {name: value})`` layout of format 2 (and of an object with an unset attribute)
+    still restores the same object."""
+    from detectors._base import state_names
+    from detectors.cusum import MeanShiftCUSUM
+
+    detector = MeanShiftCUSUM(warmup=16)
+    for i in range(200):
+        detector.update(float(i % 7))
+    names = sorted(state_names(MeanShiftCUSUM))
+    values = detector.__getstate__()
+    assert isinstance(values, list) and len(values) == len(names)
+    blob = pickle.dumps(detector)
+    assert b"baseline_halflife" not in blob  # the names are not written
+    assert pickle.dumps(pickle.loads(blob)) == blob
+    named = MeanShiftCUSUM()
+    named.__setstate__((None, dict(zip(names, values, strict=True))))
+    assert pickle.dumps(named) == blob
+    with pytest.raises(ValueError):  # a list of another length: the attributes changed
+        MeanShiftCUSUM().__setstate__(values[:-1])
+
+
+def test_a_checkpoint_of_format_2_is_read_and_other_versions_are_refused() -> None:
+    blob = (Path(__file__).parent / "data" / "checkpoint-python-8bf8863.bin").read_bytes()
+    assert b'"format_version": 2' in blob
+    assert ckpt.decode("blob", blob).next_offset >= 0
+    with pytest.raises(CheckpointError, match="format version 1 "):
+        ckpt.decode("blob", blob.replace(b'"format_version": 2', b'"format_version": 1'))

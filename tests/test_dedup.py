@@ -87,6 +87,7 @@ def test_batches_away_from_the_window_edge_are_answered_without_the_per_id_loop(
         recent.extend(ids)
         answers += expected
     assert per_id_calls < 10, f"{per_id_calls} of 200 batches went id by id"
+    assert window.seen_many([]) == []
     assert True in answers and False in answers
 
 

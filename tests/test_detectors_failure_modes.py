@@ -32,6 +32,7 @@ from detectors import (
     VerifierFlakiness,
     ZeroVarianceGroups,
 )
+from detectors._base import state_names
 from detectors.alarm import Alarm
 from monitor.events import RolloutEvent, Timings
 
@@ -527,11 +528,19 @@ def test_verifier_flakiness_respects_the_tolerance_and_the_capacity() -> None:
 def test_verifier_flakiness_forgets_a_map_restored_in_another_process() -> None:
     detector = VerifierFlakiness()
     detector.update(event(task_id="t", completion_hash="h", reward=1.0))
-    kind, state = detector.__getstate__()
+    state = detector.__getstate__()
+    assert isinstance(state, list)  # the values, then the process's salt
     restored = VerifierFlakiness.__new__(VerifierFlakiness)
-    restored.__setstate__((kind, {**state, "_salt": state["_salt"] + 1}))
+    restored.__setstate__([*state[:-1], state[-1] + 1])
     assert restored.remembered == 0
     assert pickle.loads(pickle.dumps(detector)).remembered == 1
+    # the layout of format 2: (None, {name: value}) with the salt under "_salt"
+    names = sorted(state_names(VerifierFlakiness))
+    named = dict(zip(names, state[:-1], strict=True))
+    for salt, remembered in ((state[-1], 1), (state[-1] + 1, 0)):
+        restored = VerifierFlakiness.__new__(VerifierFlakiness)
+        restored.__setstate__((None, {**named, "_salt": salt}))
+        assert restored.remembered == remembered
 
 
 # -- tool_failure_rate -----------------------------------------------------------------------
