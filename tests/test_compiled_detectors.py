@@ -244,3 +244,37 @@ def test_the_build_check_refuses_a_build_of_modules_no_longer_compiled(tmp_path:
     (repo / MANIFEST).write_text(json.dumps(recorded))
     with pytest.raises(StaleBuildError, match=r"no longer compiled \(monitor.dropped\)"):
         check(repo)
+
+
+def test_an_object_with_an_attribute_not_set_pickles_by_name_in_the_python_build(
+    python_tree: Path,
+) -> None:
+    """Compiled, an attribute cannot be left unset or deleted; in Python it can, and such an
+    object pickles as ``(None, {name: value})`` of the attributes that are set."""
+    script = textwrap.dedent(
+        """
+        import pickle
+        import detectors
+        from detectors._base import Pickled
+        assert not detectors.COMPILED
+
+        class Pair(Pickled):
+            __slots__ = ("a", "b")
+
+        pair = Pair()
+        pair.a = 1
+        assert pair.__getstate__() == (None, {"a": 1}), pair.__getstate__()
+        copy = pickle.loads(pickle.dumps(pair))
+        assert copy.a == 1 and not hasattr(copy, "b")
+        pair.b = 2
+        assert pair.__getstate__() == [1, 2]
+        copy = pickle.loads(pickle.dumps(pair))
+        assert (copy.a, copy.b) == (1, 2)
+        print("ok")
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(python_tree), str(ROOT)])}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, cwd=python_tree, capture_output=True, text=True
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]
