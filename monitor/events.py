@@ -1,6 +1,6 @@
 """The rollout event, schema version 1, and its hot-path decoder.
 
-The contract is ``shared/reference/event-schema.md``: one JSON object per finished episode.
+The contract is ``docs/event-schema.md``: one JSON object per finished episode.
 Decoding is typed (msgspec), so a wrong type, a missing field or a malformed message is a
 single exception carrying a machine-readable ``reason`` for the dead-letter topic.
 """
@@ -25,6 +25,8 @@ ErrorWhere = Literal[
 # Counts are bounded to int64: a larger JSON integer decodes to a Python int that overflows the
 # float conversions of the summaries and detectors.
 NonNegInt = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+#: Versions are bounded to int64 too: they are subtracted and shown in alert summaries.
+Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
 
 #: run_id and env_id become metric labels and event_id is remembered for deduplication:
 #: their length is bounded so that hostile input cannot inflate memory or the exposition.
@@ -89,9 +91,9 @@ class RolloutEvent(msgspec.Struct, frozen=True, gc=False):
     task_id: str | None = None
     group_id: str | None = None
     group_size: NonNegInt | None = None
-    policy_version: int | None = None
-    policy_version_end: int | None = None
-    trainer_version: int | None = None
+    policy_version: Int64 | None = None
+    policy_version_end: Int64 | None = None
+    trainer_version: Int64 | None = None
     stop_reason: StopReason = "unknown"
     reward_components: dict[str, float | None] | None = None
     reward_min: float | None = None

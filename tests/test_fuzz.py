@@ -192,6 +192,19 @@ def test_counts_beyond_64_bits_are_invalid_values() -> None:
     assert check_outcome(data) == "invalid_value"
 
 
+@pytest.mark.parametrize("field", ["policy_version", "policy_version_end", "trainer_version"])
+def test_versions_beyond_64_bits_are_invalid_values(field: str) -> None:
+    # A version is subtracted from another and shown in alert summaries: a 400-digit one
+    # would be accepted by JSON and reach an alert's text.
+    def outcome(value: int) -> object:
+        return check_outcome(EVENT_HEAD + EVENT_TAIL + f',"{field}":{value}}}'.encode())
+
+    for value in (10**400, 2**63, -(2**63) - 1):
+        assert outcome(value) == "invalid_value", value
+    for value in (2**63 - 1, -(2**63), 0, -3):
+        assert isinstance(outcome(value), RolloutEvent), value
+
+
 def test_ten_mib_message_is_too_large_at_the_default_limit() -> None:
     big = next(m for m in corpus(4, seed=5, ten_mb=1) if m.kind == "ten_mb").value
     assert big is not None and len(big) == TEN_MB
