@@ -6,7 +6,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Final
 
-from detectors._base import _FailureModeDetector, check_param
+from detectors._base import _FailureModeDetector, _pickled_names, check_param
 from detectors.alarm import Alarm, Severity
 from detectors.cusum import MeanShiftCUSUM
 from detectors.protocol import EventLike
@@ -42,7 +42,9 @@ class RewardHacking(_FailureModeDetector):
     3. a reward component rises while the correctness component (a name containing one of
        ``correctness``) falls concurrently, or does not rise within ``within`` events (the
        alarm then comes ``within`` events after the rise). Off, and the components are not
-       even tracked, while the segment has not shown a correctness component.
+       even tracked, while the segment has not shown a correctness component. When several
+       names qualify, the first seen is the correctness component (in the order of the
+       events and of their ``reward_components``), in every process and after a restore.
 
     Budget: a false page needs a false rise of the reward (rules 1 and 2, confirmed by a
     second, concurrent false detection, which makes them far rarer than each detector's
@@ -214,7 +216,9 @@ class RewardHacking(_FailureModeDetector):
         self._components: dict[str, MeanShiftCUSUM] = {}
         self._parts: dict[str, list[Any]] = {}  # per component: [sum, count] of its batch
         self._correct = ""
-        self._names: set[str] = set()  # component names seen (until a correctness one is)
+        # component names seen, in first-seen order (until a correctness one is): a dict,
+        # not a set, whose order would follow the per-process string hashes
+        self._names: dict[str, None] = {}
         self._t = 0
         # signal -> (event index, mean before, mean after) of its latest detection
         self._seen: dict[str, tuple[int, float, float]] = {}
@@ -256,7 +260,9 @@ class RewardHacking(_FailureModeDetector):
                     self._feed(2)
             components = event.reward_components
             # Rule 3 needs a correctness component: without one the components are skipped.
-            if components and (self._correct or not self._names.issuperset(components)):
+            if components and (
+                self._correct or not all(name in self._names for name in components)
+            ):
                 self._update_components(components)
         pending = self._pending
         if pending is not None and t >= pending[0]:
@@ -282,10 +288,10 @@ class RewardHacking(_FailureModeDetector):
 
     def _update_components(self, components: Mapping[str, float | None]) -> None:
         if not self._correct:
-            self._names.update(components)
-            self._correct = next(
-                (n for n in self._names if any(c in n for c in self.correctness)), ""
-            )
+            names = self._names
+            for name in components:
+                names.setdefault(name, None)
+            self._correct = next((n for n in names if any(c in n for c in self.correctness)), "")
             if not self._correct:
                 return
         parts = self._parts
@@ -308,6 +314,19 @@ class RewardHacking(_FailureModeDetector):
                 part[1] = 0
                 if cusum._drift:  # the slot, not the property: this is the per-event path
                     self._detected(f"component:{name}", cusum)
+
+    def __setstate__(self, state: list[Any] | tuple[None, dict[str, Any]] | dict[str, Any]) -> None:
+        # Checkpoints of format 3 and older hold the names seen as a set: sorted into a dict.
+        if isinstance(state, list):
+            at = _pickled_names(type(self)).index("_names")
+            if isinstance(state[at], set | frozenset):
+                state = [*state[:at], dict.fromkeys(sorted(state[at])), *state[at + 1 :]]
+        else:
+            slots = state[1] if isinstance(state, tuple) else state
+            names = slots.get("_names")
+            if isinstance(names, set | frozenset):
+                state = {**slots, "_names": dict.fromkeys(sorted(names))}
+        super().__setstate__(state)
 
     def _detected(self, signal: str, cusum: MeanShiftCUSUM) -> None:
         direction = cusum.direction

@@ -40,9 +40,12 @@ MAGIC = b"ROLLOUT-MONITOR-CHECKPOINT\n"
 #: 2: a :class:`PartedState` is a sequence of pickles (head, then one per part).
 #: 3: detector objects (``detectors._base.Pickled``) are the list of their attributes' values
 #: in the order of the sorted names, without the names.
-FORMAT_VERSION = 3
-#: Versions read: this one, and 2, whose objects (``(None, {name: value})``) still load.
-READABLE_VERSIONS = (2, 3)
+#: 4: ``reward_hacking`` keeps the component names it has seen in a dict (first-seen order),
+#: not a set; an older daemon would fail on it, so it refuses the checkpoint instead.
+FORMAT_VERSION = 4
+#: Versions read: this one, 3, and 2, whose objects (``(None, {name: value})``) still load;
+#: the set of names of 2 and 3 is read sorted into a dict (``RewardHacking.__setstate__``).
+READABLE_VERSIONS = (2, 3, 4)
 _LEN = struct.Struct(">I")
 
 

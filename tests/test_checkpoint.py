@@ -316,6 +316,10 @@ def test_detector_objects_pickle_their_values_without_names_and_read_the_named_l
 def test_a_checkpoint_of_format_2_is_read_and_other_versions_are_refused() -> None:
     blob = (Path(__file__).parent / "data" / "checkpoint-python-8bf8863.bin").read_bytes()
     assert b'"format_version": 2' in blob
-    assert ckpt.decode("blob", blob).next_offset >= 0
+    checkpoint = ckpt.decode("blob", blob)
+    assert checkpoint.next_offset >= 0
+    assert checkpoint.state.segments
+    for segment in checkpoint.state.segments:  # format 2 held reward_hacking's names as a set
+        assert type(segment.bank.detectors["reward_hacking"]._names) is dict
     with pytest.raises(CheckpointError, match="format version 1 "):
         ckpt.decode("blob", blob.replace(b'"format_version": 2', b'"format_version": 1'))

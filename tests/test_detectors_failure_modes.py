@@ -437,6 +437,42 @@ def test_reward_hacking_a_slow_reward_ramp_with_length_stays_quiet() -> None:
     assert detector._slow.baseline_mean > 0.45  # the slow detector saw the rise
 
 
+def test_reward_hacking_takes_the_first_qualifying_component_name_seen() -> None:
+    # Both names contain "correct": the first seen is the correctness component, whatever
+    # the process's string hashes (a set's order follows them: about half of these pairs
+    # came out the other way round).
+    for i in range(40):
+        first, second = f"incorrect_penalty_{i}", f"correct_{i}"
+        detector = RewardHacking()
+        detector.update(event(reward=1.0, reward_components={first: 0.0, second: 1.0}))
+        assert detector._correct == first, i
+        detector = RewardHacking()
+        detector.update(event(reward=1.0, reward_components={"format": 1.0}))
+        detector.update(event(reward=1.0, reward_components={second: 1.0, "format": 1.0}))
+        detector.update(event(reward=1.0, reward_components={first: 1.0}))
+        assert detector._correct == second, i
+
+
+def test_reward_hacking_restores_the_names_of_older_checkpoints_held_as_a_set() -> None:
+    detector = RewardHacking()
+    detector.update(event(reward=1.0, reward_components={"style": 0.5, "format": 1.0}))
+    assert detector._correct == ""
+    state = detector.__getstate__()
+    assert isinstance(state, list)
+    at = sorted(state_names(RewardHacking)).index("_names")
+    assert state[at] == {"style": None, "format": None}
+    old = [*state[:at], {"style", "format"}, *state[at + 1 :]]  # format 3 held a set
+    named = dict(zip(sorted(state_names(RewardHacking)), old, strict=True))
+    for layout in (old, (None, named), named):
+        restored = RewardHacking.__new__(RewardHacking)
+        restored.__setstate__(layout)
+        assert restored._names == {"format": None, "style": None}
+        assert list(restored._names) == ["format", "style"]  # sorted: a set has no order
+        restored.update(event(reward=1.0, reward_components={"style": 0.5, "correct": 1.0}))
+        assert restored._correct == "correct"
+        assert pickle.loads(pickle.dumps(restored))._names == restored._names
+
+
 # -- component_imbalance ---------------------------------------------------------------------
 
 
