@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import polars as pl
@@ -98,3 +101,53 @@ def test_several_files_are_one_stream_and_bad_lines_are_counted(
 
 def test_missing_input_is_a_usage_error(tmp_path: Path) -> None:
     assert main(["replay", str(tmp_path / "absent.jsonl")]) == 2
+
+
+def test_replay_gives_the_same_alerts_in_processes_with_other_string_hashes(
+    tmp_path: Path,
+) -> None:
+    """Python salts ``str`` hashes per process: nothing the daemon decides may follow them
+    (a set's order does). A stream with a reward hack, zero-variance groups and an error
+    burst, whose reward components carry two names that contain "correct", replayed in
+    processes with different ``PYTHONHASHSEED``: the same alerts and the same summary. (The
+    alarms here do not depend on which name is the correctness component; the unit test
+    ``test_reward_hacking_takes_the_first_qualifying_component_name_seen`` pins that.)"""
+    config = SimulationConfig(
+        seed=23,
+        runs=("run-h",),
+        events=24_000,
+        faults=(
+            Fault("reward_hack", "math-v2", 6_000),
+            Fault("zero_variance", "code-sandbox", 9_000),
+            Fault("error_burst", "tool-use", 12_000, 0.4),
+        ),
+    )
+    lines = []
+    for value in generate(config):
+        event = json.loads(value) if value.startswith(b"{") else None
+        components = event.get("reward_components") if isinstance(event, dict) else None
+        if components and "format" in components:
+            event["reward_components"] = {
+                "format_correct": components["format"],
+                **{k: v for k, v in components.items() if k != "format"},
+            }
+            value = json.dumps(event).encode()
+        lines.append(value)
+    stream = tmp_path / "stream.jsonl"
+    stream.write_bytes(b"\n".join(lines) + b"\n")
+    outputs = []
+    for seed in ("0", "1", "2", "3"):
+        out = tmp_path / f"alerts-{seed}.jsonl"
+        done = subprocess.run(
+            [sys.executable, "-m", "monitor.cli", "replay", str(stream), "--alerts-out", str(out)],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr.decode()[-2000:]
+        outputs.append((out.read_bytes(), done.stdout))
+    assert outputs[0][0], "the faults raised no alert"
+    fired = {(a["detector"], a["env"]) for a in _alerts(tmp_path / "alerts-0.jsonl")}
+    assert ("error_rate", "tool-use") in fired
+    for seed, output in enumerate(outputs[1:], start=1):
+        assert output == outputs[0], f"PYTHONHASHSEED={seed} gave other alerts or another summary"
