@@ -143,7 +143,7 @@ def _fill(template: _Template, prefix: bytes, values: Sequence[Any]) -> bytes:
 def _summary_template(name: str) -> _Template:
     return _Template(
         [
-            *(f'{name}{{@P@,quantile="{q}"}} @V@' for q in QUANTILES),
+            *[f'{name}{{@P@,quantile="{q}"}} @V@' for q in QUANTILES],
             f"{name}_count{{@P@}} @V@",
             f"{name}_sum{{@P@}} @V@",
         ]
@@ -183,7 +183,7 @@ _FAMILIES = (
 _EVENTS, _UNSCORED, _LAST_TS, _REWARD, _LENGTH, _STATISTIC, _THRESHOLD = range(len(_FAMILIES))
 _HEADERS = [f"# HELP {n} {h}\n# TYPE {n} {k}\n".encode() for n, k, h in _FAMILIES]
 
-_EVENTS_T = _Template(f'rollout_monitor_events_total{{@P@,status="{s}"}} @V@' for s in STATUSES)
+_EVENTS_T = _Template([f'rollout_monitor_events_total{{@P@,status="{s}"}} @V@' for s in STATUSES])
 _UNSCORED_T = _Template(["rollout_monitor_unscored_events_total{@P@} @V@"])
 _LAST_TS_T = _Template(["rollout_monitor_last_event_timestamp_seconds{@P@} @V@"])
 _REWARD_T = _summary_template("rollout_monitor_reward")
@@ -208,10 +208,10 @@ class _DetectorTemplates:
 
     def __init__(self, ids: tuple[str, ...]) -> None:
         self.statistic = _Template(
-            f'rollout_monitor_detector_statistic{{@P@,detector="{d}"}} @V@' for d in ids
+            [f'rollout_monitor_detector_statistic{{@P@,detector="{d}"}} @V@' for d in ids]
         )
         self.threshold = _Template(
-            f'rollout_monitor_detector_threshold{{@P@,detector="{d}"}} @V@' for d in ids
+            [f'rollout_monitor_detector_threshold{{@P@,detector="{d}"}} @V@' for d in ids]
         )
 
     @staticmethod
