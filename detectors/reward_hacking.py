@@ -17,6 +17,10 @@ __all__ = ["RewardHacking"]
 _SIGNALS = ("reward", "length", "repetition")
 #: Batch means averaged into one observation of the slow reward detector.
 SLOW_MEANS: Final = 8
+#: Most component names remembered as not being a correctness one (names beyond are checked
+#: as they come, not remembered): a trainer that puts an id in the names must not grow the
+#: state without bound.
+MAX_NAMES: Final = 64
 #: Signals whose detections are checked by the joint rules 1 and 2.
 _JOINT = frozenset(("reward", "slow_reward", "length", "repetition", "eval"))
 
@@ -216,8 +220,8 @@ class RewardHacking(_FailureModeDetector):
         self._components: dict[str, MeanShiftCUSUM] = {}
         self._parts: dict[str, list[Any]] = {}  # per component: [sum, count] of its batch
         self._correct = ""
-        # component names seen, in first-seen order (until a correctness one is): a dict,
-        # not a set, whose order would follow the per-process string hashes
+        # component names seen that are not a correctness one (at most MAX_NAMES; emptied
+        # once one is): a dict, first seen first, like the choice it serves
         self._names: dict[str, None] = {}
         self._t = 0
         # signal -> (event index, mean before, mean after) of its latest detection
@@ -290,8 +294,14 @@ class RewardHacking(_FailureModeDetector):
         if not self._correct:
             names = self._names
             for name in components:
-                names.setdefault(name, None)
-            self._correct = next((n for n in names if any(c in n for c in self.correctness)), "")
+                if name in names:
+                    continue
+                if any(c in name for c in self.correctness):
+                    self._correct = name  # the first qualifying name seen
+                    names.clear()
+                    break
+                if len(names) < MAX_NAMES:
+                    names[name] = None
             if not self._correct:
                 return
         parts = self._parts

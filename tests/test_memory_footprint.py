@@ -148,3 +148,41 @@ def test_dedup_window_bytes_per_id() -> None:
         tracemalloc.stop()
     assert len(window) == capacity
     assert used / capacity < 24
+
+
+def _distinct_names_stream(start: int, n: int) -> Iterator[RolloutEvent]:
+    """Clean-looking events whose free-form strings are all new: task, group and completion
+    hash, a reward component and a metric named after the episode (a trainer that put an id
+    where a name belongs)."""
+    rng = random.Random(start)
+    for i in range(start, start + n):
+        win = float(rng.random() < 0.5)
+        yield RolloutEvent(
+            schema_version=1,
+            event_id=f"e{i}",
+            ts=1_764_000_000.0 + i * 0.01,
+            run_id="r",
+            env_id="e",
+            status="completed",
+            reward=win,
+            task_id=f"task-{i}",
+            group_id=f"group-{i}",
+            group_size=8,
+            completion_hash=f"hash-{i}",
+            completion_tokens=rng.randrange(100, 2000),
+            reward_components={f"rubric-{i}": win, "format": 1.0},
+            metrics={f"metric-{i}": rng.random()},
+        )
+
+
+def test_no_detector_grows_with_distinct_ids_and_names() -> None:
+    """Every detector's state is bounded whatever strings the events carry: the pickled size
+    of each one after 20,000 such events is no larger than after 10,000 (beyond a little
+    slack for the values themselves)."""
+    bank = DetectorBank()
+    bank.update_batch(list(_distinct_names_stream(0, 10_000)))
+    first = {name: len(pickle.dumps(d)) for name, d in bank.detectors.items()}
+    bank.update_batch(list(_distinct_names_stream(10_000, 10_000)))
+    second = {name: len(pickle.dumps(d)) for name, d in bank.detectors.items()}
+    grew = {n: (first[n], second[n]) for n in first if second[n] > 1.05 * first[n] + 2048}
+    assert not grew, f"pickled bytes after 10,000 and 20,000 events: {grew}"
