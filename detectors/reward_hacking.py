@@ -326,16 +326,14 @@ class RewardHacking(_FailureModeDetector):
                     self._detected(f"component:{name}", cusum)
 
     def __setstate__(self, state: list[Any] | tuple[None, dict[str, Any]] | dict[str, Any]) -> None:
-        # Checkpoints of format 3 and older hold the names seen as a set: sorted into a dict.
         if isinstance(state, list):
-            at = _pickled_names(type(self)).index("_names")
-            if isinstance(state[at], set | frozenset):
-                state = [*state[:at], dict.fromkeys(sorted(state[at])), *state[at + 1 :]]
-        else:
-            slots = state[1] if isinstance(state, tuple) else state
-            names = slots.get("_names")
-            if isinstance(names, set | frozenset):
-                state = {**slots, "_names": dict.fromkeys(sorted(names))}
+            state = dict(zip(_pickled_names(type(self)), state, strict=True))
+        elif isinstance(state, tuple):
+            state = state[1]
+        names = state.get("_names")
+        if isinstance(names, set | frozenset):  # formats 2 and 3: every name seen, as a set
+            kept = [] if state.get("_correct") else sorted(names)[:MAX_NAMES]
+            state = {**state, "_names": dict.fromkeys(kept)}
         super().__setstate__(state)
 
     def _detected(self, signal: str, cusum: MeanShiftCUSUM) -> None:

@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import configparser
 import json
-import os
 import shlex
-import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 import yaml
 from prometheus_client import CollectorRegistry
+from test_security import cli
 
 from monitor.http import MonitorHTTPServer
 
@@ -28,22 +26,10 @@ DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 EXAMPLE = DEPLOY / "rollout-monitor.example.toml"
 UNIT = DEPLOY / "systemd" / "rollout-monitor.service"
 SIDECAR = DEPLOY / "kubernetes" / "trainer-with-monitor.yaml"
-CLI = [sys.executable, "-m", "monitor.cli"]
-
-
-def _clean_env(extra: dict[str, str]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ROLLOUT_MONITOR_")}
-    return {**env, **extra}
 
 
 def check_config(args: list[str], env: dict[str, str]) -> dict[str, Any]:
-    done = subprocess.run(
-        [*CLI, "check-config", *args],
-        env=_clean_env(env),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = cli("check-config", *args, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     settings: dict[str, Any] = json.loads(done.stdout)
     return settings
@@ -82,7 +68,7 @@ def test_the_unit_does_not_restart_on_the_exit_status_of_a_configuration_error(
     bad = tmp_path / "bad.toml"
     bad.write_text('[kafka]\nbackend = "nope"\n')
     for args in (["run", "--config", str(bad)], ["run", "--config", str(tmp_path / "none")]):
-        done = subprocess.run([*CLI, *args], env=_clean_env({}), capture_output=True, timeout=60)
+        done = cli(*args)
         assert str(done.returncode) == _unit()["Service"]["RestartPreventExitStatus"], args
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from test_detectors_contract import event
 
 import detectors
 from bench._events import EventFactory
@@ -157,13 +158,9 @@ def _distinct_names_stream(start: int, n: int) -> Iterator[RolloutEvent]:
     rng = random.Random(start)
     for i in range(start, start + n):
         win = float(rng.random() < 0.5)
-        yield RolloutEvent(
-            schema_version=1,
+        yield event(
             event_id=f"e{i}",
             ts=1_764_000_000.0 + i * 0.01,
-            run_id="r",
-            env_id="e",
-            status="completed",
             reward=win,
             task_id=f"task-{i}",
             group_id=f"group-{i}",

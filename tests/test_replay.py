@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import polars as pl
 import pytest
+from test_security import cli
 
 from monitor.cli import main
 from monitor.simulate import Fault, SimulationConfig, generate
@@ -138,13 +136,8 @@ def test_replay_gives_the_same_alerts_in_processes_with_other_string_hashes(
     outputs = []
     for seed in ("0", "1", "2", "3"):
         out = tmp_path / f"alerts-{seed}.jsonl"
-        done = subprocess.run(
-            [sys.executable, "-m", "monitor.cli", "replay", str(stream), "--alerts-out", str(out)],
-            env={**os.environ, "PYTHONHASHSEED": seed},
-            capture_output=True,
-            timeout=300,
-        )
-        assert done.returncode == 0, done.stderr.decode()[-2000:]
+        done = cli("replay", str(stream), "--alerts-out", str(out), env={"PYTHONHASHSEED": seed})
+        assert done.returncode == 0, done.stderr[-2000:]
         outputs.append((out.read_bytes(), done.stdout))
     assert outputs[0][0], "the faults raised no alert"
     fired = {(a["detector"], a["env"]) for a in _alerts(tmp_path / "alerts-0.jsonl")}
