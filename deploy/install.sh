@@ -7,8 +7,9 @@
 #   2. Kafka broker jars: resolved by Maven from deploy/kafka/pom.xml into KAFKA_LIBS_DIR,
 #      only when that folder lacks the broker jar of the pom's version or was filled from
 #      another version of the pom.
-#   3. The project's virtualenv with `pip install -e '.[test,compile]'`, created when missing
-#      and re-installed when pyproject.toml is newer than the stamp the last install left.
+#   3. The project's virtualenv with `pip install -c constraints.txt -e '.[test,compile]'`
+#      (the exact versions the tests pass with), created when missing and re-installed when
+#      pyproject.toml or constraints.txt is newer than the stamp the last install left.
 #   4. The detector library compiled with mypyc (deploy/compile_detectors.py), when a source
 #      changed since the last build; gcc (Debian) when there is no C compiler.
 #      ROLLOUT_MONITOR_PURE_PYTHON=1 skips it (the detectors then run as Python).
@@ -147,13 +148,14 @@ install_venv() {
         say "virtualenv: creating $VENV_DIR"
         "$PYTHON" -m venv "$VENV_DIR"
     fi
-    if [[ -f $VENV_STAMP && ! $REPO_DIR/pyproject.toml -nt $VENV_STAMP ]]; then
+    if [[ -f $VENV_STAMP && ! $REPO_DIR/pyproject.toml -nt $VENV_STAMP &&
+        ! $REPO_DIR/constraints.txt -nt $VENV_STAMP ]]; then
         say "virtualenv: up to date ($VENV_DIR)"
         return
     fi
-    say "virtualenv: pip install -e '.[test,compile]' into $VENV_DIR"
+    say "virtualenv: pip install -c constraints.txt -e '.[test,compile]' into $VENV_DIR"
     "$VENV_DIR/bin/python" -m pip install -q --disable-pip-version-check \
-        -e "${REPO_DIR}[test,compile]" ||
+        -c "$REPO_DIR/constraints.txt" -e "${REPO_DIR}[test,compile]" ||
         die "pip install failed (see its output above)"
     touch "$VENV_STAMP"
 }
