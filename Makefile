@@ -19,7 +19,7 @@ help:
 	@echo "make stack-down    stop them (deploy/stack.sh down --purge also deletes data)"
 	@echo "make stack-status  show what runs"
 	@echo "make test          install, start the stack, run pytest"
-	@echo "make lint          ruff check and mypy"
+	@echo "make lint          ruff check, ruff format --check and mypy"
 	@echo "make demo          install, start the stack, run deploy/demo.sh"
 	@echo "make bench         throughput benchmark (bench.throughput)"
 	@echo "make bench-detect  detection benchmark (bench.detection)"
@@ -45,6 +45,7 @@ test: install stack-up
 
 lint: install
 	$(VENV_DIR)/bin/ruff check .
+	$(VENV_DIR)/bin/ruff format --check .
 	$(VENV_DIR)/bin/mypy
 
 demo: install stack-up
