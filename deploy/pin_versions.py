@@ -17,12 +17,12 @@ at the installed version. Run this in the project's virtualenv:
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
 
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 PROJECT = "rollout-monitor"
 EXTRAS = ("test", "compile")
@@ -33,11 +33,6 @@ HEADER = (
     "# `python deploy/pin_versions.py` after changing a dependency (tests/test_install_pins.py\n"
     "# checks that this file matches the virtualenv).\n"
 )
-
-
-def normalize(name: str) -> str:
-    """The canonical form of a distribution name (PEP 503)."""
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def closure(project: str = PROJECT, extras: tuple[str, ...] = EXTRAS) -> dict[str, str]:
@@ -51,15 +46,16 @@ def closure(project: str = PROJECT, extras: tuple[str, ...] = EXTRAS) -> dict[st
     pending = [(project, frozenset(extras))]
     while pending:
         name, wanted = pending.pop()
-        if (normalize(name), wanted) in visited:
+        canonical = canonicalize_name(name)
+        if (canonical, wanted) in visited:
             continue
-        visited.add((normalize(name), wanted))
+        visited.add((canonical, wanted))
         try:
             dist = distribution(name)
         except PackageNotFoundError:
             raise SystemExit(f"pin_versions: {name} is required but not installed") from None
-        if normalize(name) != PROJECT:
-            versions[normalize(name)] = dist.version
+        if canonical != PROJECT:
+            versions[canonical] = dist.version
         for line in dist.requires or ():
             requirement = Requirement(line)
             marker = requirement.marker
@@ -83,7 +79,7 @@ def parse(text: str) -> dict[str, str]:
         line = line.split("#", 1)[0].strip()
         if line:
             name, _, version = line.partition("==")
-            pins[normalize(name)] = version
+            pins[canonicalize_name(name)] = version
     return pins
 
 
